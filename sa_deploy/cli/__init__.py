@@ -1,0 +1,53 @@
+"""``sa-deploy`` command line: a thin layer over the Python API. One module per command (``cmd_*.py``)
+exposing ``register(subparsers)``; add a command by adding its module to COMMANDS."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from ..errors import SADeployError
+
+COMMANDS = ["cmd_list_models", "cmd_export", "cmd_inspect"]
+
+EPILOG = """examples:
+  sa-deploy list-models
+  sa-deploy export --model sa_resnet_cifar --pretrained --lowering fold --out out/
+  sa-deploy export --model sa_resnet50 --checkpoint sa_resnet50.pth.tar --lowering reshape-transpose
+  sa-deploy inspect out/sa_resnet_cifar_fold.onnx
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sa-deploy", description="Deploy Shuffle Attention (SA-Net) models to ONNX / TensorRT / CoreML and "
+        "prove each artifact right.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"sa-deploy {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    try:
+        return int(args.func(args) or 0)
+    except SADeployError as exc:
+        print(f"sa-deploy {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("sa-deploy: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.table import Table
+
+from ..errors import BudgetExceededError
+from .common import add_model_args, console, load_model, mb
+
+EXAMPLES = """examples:
+  sa-deploy export --model sa_resnet_cifar --pretrained
+  sa-deploy export --model sa_resnet50 --checkpoint model_best.pth.tar --lowering reshape-transpose --out out/
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a model to ONNX with an SA deploy lowering, and check parity",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--lowering", default="fold", choices=["reshape-transpose", "fold", "none"],
+                   help="how SA is written in the graph (default: fold; none = naive export of the reference)")
+    p.add_argument("--input-size", type=int, default=None, help="square input size (default: the model's)")
+    p.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out/)")
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    p.add_argument("--no-parity", action="store_true", help="skip the parity check against PyTorch")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..api import export
+
+    if args.input_size is not None and args.input_size < 8:
+        from ..errors import SADeployError
+
+        raise SADeployError(f"--input-size {args.input_size} is too small (minimum 8)")
+    model = load_model(args)
+    result = export(model, args.out, lowering=args.lowering, input_size=args.input_size,
+                    simplify=not args.no_simplify, parity=not args.no_parity)
+    exp = result.export
+    console.print(f"[bold]exported[/bold] {exp.path}  ({mb(exp.size_bytes)} MB, {exp.nodes} nodes, "
+                  f"lowering {exp.lowering}, input {exp.input_size}x{exp.input_size}, {exp.simplify_note})")
+    if result.parity:
+        table = Table(title="parity vs PyTorch (onnxruntime CPU, fp32)")
+        for col in ("batch", "max abs", "max rel", "cosine", "top-1 agree", "status"):
+            table.add_column(col, justify="right")
+        for s in result.parity:
+            table.add_row(str(s.batch), f"{s.max_abs:.2e}", f"{s.max_rel:.2e}", f"{s.cosine:.7f}",
+                          f"{s.top1_agreement:.0%}", "[green]pass[/green]" if s.passed else "[red]FAIL[/red]")
+        console.print(table)
+    console.print("next:\n"
+                  f"  sa-deploy inspect {exp.path}\n"
+                  f"  sa-deploy quantize {exp.path} --calib DIR")
+    if result.parity and not all(s.passed for s in result.parity):
+        raise BudgetExceededError(f"parity check failed for {exp.path.name} (see table above)")
+    return 0

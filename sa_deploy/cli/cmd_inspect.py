@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+from .common import console, mb
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="op histogram, parameters, ranks, dynamic dims and SA layers of an ONNX file")
+    p.add_argument("file", type=Path)
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..onnx_info import inspect_onnx
+
+    info = inspect_onnx(args.file)
+    if args.json:
+        print(json.dumps(info.to_dict(), indent=2))
+        return 0
+    console.print(f"[bold]{info.path}[/bold]: {mb(info.size_bytes)} MB, opset {info.opset}, {info.nodes} nodes, "
+                  f"{info.parameters:,} parameters, max tensor rank {info.max_rank}")
+    for kind, items in (("input", info.inputs), ("output", info.outputs)):
+        for it in items:
+            dynamic = [str(d) for d in it["shape"] if isinstance(d, str)]
+            console.print(f"  {kind} {it['name']}: {it['dtype']} {it['shape']}"
+                          + (f"  (dynamic: {', '.join(dynamic)})" if dynamic else ""))
+    per = info.sa_nodes_per_layer
+    console.print(f"  SA layers: {info.sa_layers}" + (f" ({min(per.values())}-{max(per.values())} nodes each)"
+                                                      if per else ""))
+    table = Table(title="op histogram")
+    table.add_column("op")
+    table.add_column("count", justify="right")
+    for op, n in info.op_histogram.items():
+        table.add_row(op, str(n))
+    console.print(table)
+    if info.metadata:
+        console.print("  deploy config: " + ", ".join(f"{k}={v}" for k, v in info.metadata.items()
+                                                      if k != "preprocess"))
+    return 0

@@ -1,0 +1,47 @@
+"""Deploy config carried inside every artifact (ONNX metadata_props, CoreML user metadata, TensorRT sidecar)."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import onnx
+
+from .. import __version__
+from ..models.preprocessing import PreprocessConfig
+
+PREFIX = "sa_deploy."
+
+
+def deploy_config(model_name: str, preprocess: PreprocessConfig, lowering: str, precision: str,
+                  checkpoint_sha256: str | None, extra: dict[str, Any] | None = None) -> dict[str, str]:
+    import torch
+
+    cfg = {
+        "model": model_name,
+        "lowering": lowering,
+        "precision": precision,
+        "preprocess": preprocess.to_json(),
+        "checkpoint_sha256": checkpoint_sha256 or "none (random init)",
+        "sa_deploy_version": __version__,
+        "torch_version": torch.__version__.split("+")[0],
+        "onnx_version": onnx.__version__,
+    }
+    cfg.update({k: str(v) for k, v in (extra or {}).items()})
+    return cfg
+
+
+def set_onnx_metadata(model: onnx.ModelProto, config: dict[str, str]) -> None:
+    keep = [p for p in model.metadata_props if not p.key.startswith(PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key in sorted(config):
+        model.metadata_props.add(key=PREFIX + key, value=str(config[key]))
+
+
+def read_onnx_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key[len(PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
+
+
+def preprocess_from_metadata(meta: dict[str, str]) -> PreprocessConfig | None:
+    raw = meta.get("preprocess")
+    return PreprocessConfig.from_dict(json.loads(raw)) if raw else None

@@ -1,0 +1,66 @@
+"""Numerical parity of an artifact against the PyTorch reference, with per-precision tolerances."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..runners.base import Runner
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    max_abs: float | None  # None: not checked (quantized outputs differ by design; cosine/top-1 decide)
+    min_cosine: float
+    min_top1_agreement: float
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(max_abs=1e-4, min_cosine=0.99999, min_top1_agreement=1.0),
+    "fp16": Tolerance(max_abs=None, min_cosine=0.999, min_top1_agreement=0.95),
+    "int8": Tolerance(max_abs=None, min_cosine=0.98, min_top1_agreement=0.8),
+}
+
+
+@dataclass
+class ParityStats:
+    batch: int
+    max_abs: float
+    max_rel: float
+    cosine: float
+    top1_agreement: float
+    passed: bool
+    precision: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(candidate: np.ndarray, reference: np.ndarray, precision: str = "fp32",
+            tolerance: Tolerance | None = None) -> ParityStats:
+    """Stats of ``candidate`` vs ``reference`` logits (N, classes).
+
+    max_rel is elementwise |a-b| / max(|b|, 1e-3) so that near-zero logits do not dominate; cosine is the mean
+    over samples of the per-sample cosine similarity."""
+    tol = tolerance or TOLERANCES[precision]
+    a = np.asarray(candidate, np.float64)
+    b = np.asarray(reference, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"output shapes differ: {a.shape} vs reference {b.shape}")
+    diff = np.abs(a - b)
+    max_abs = float(diff.max())
+    max_rel = float((diff / np.maximum(np.abs(b), 1e-3)).max())
+    a2, b2 = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    denom = np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1)
+    cos = np.where(denom > 0, (a2 * b2).sum(1) / np.maximum(denom, 1e-30), 1.0)
+    cosine = float(cos.mean())
+    agree = float((a2.argmax(1) == b2.argmax(1)).mean())
+    passed = (cosine >= tol.min_cosine and agree >= tol.min_top1_agreement
+              and (tol.max_abs is None or max_abs <= tol.max_abs) and bool(np.isfinite(a).all()))
+    return ParityStats(len(a), max_abs, max_rel, cosine, agree, passed, precision)
+
+
+def check_parity(runner: Runner, reference: Runner, inputs: list[np.ndarray], precision: str = "fp32",
+                 tolerance: Tolerance | None = None) -> list[ParityStats]:
+    """One ParityStats per input batch (e.g. batch 1 and batch 3 through the same file)."""
+    return [compare(runner.infer(x), reference.infer(x), precision, tolerance) for x in inputs]
