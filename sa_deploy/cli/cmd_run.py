@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.table import Table
+
+from ..errors import BudgetExceededError
+from .common import console
+
+EXAMPLES = """examples:
+  sa-deploy run                                   # embedded default model + ../shared/data/cifar10
+  sa-deploy run --model sa_mobilenetv2_cifar --out out/mbv2
+  sa-deploy run --model sa_resnet50 --checkpoint model_best.pth.tar --data /data/imagenet-subset
+  sa-deploy run --config plan.yaml                # any RunPlan key (see sa_deploy/plan.py)
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="the whole pipeline: export, FP16, INT8, CoreML/TensorRT, parity, accuracy, "
+                       "latency, report", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="registered model (default: sa_resnet_cifar, with embedded weights)")
+    p.add_argument("--checkpoint", help="weights (default: the model's embedded weights)")
+    p.add_argument("--data", help="folder with train/ (calibration) and val/ (labeled) image folders "
+                   "(default: $SA_DEPLOY_DATA or ../shared/data/cifar10)")
+    p.add_argument("--out", help="output folder (default: out/run)")
+    p.add_argument("--config", type=Path, help="YAML file with RunPlan keys; command-line options win")
+    p.add_argument("--calib-num", type=int, help="calibration images (default 512)")
+    p.add_argument("--val-num", type=int, help="validation images (default: all)")
+    p.add_argument("--int8-method", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--max-drop", type=float, dest="int8_max_drop", help="INT8 top-1 drop budget, points (1.0)")
+    p.add_argument("--no-coreml", action="store_false", dest="coreml", default=None)
+    p.add_argument("--no-tensorrt", action="store_false", dest="tensorrt", default=None)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..pipeline import run as run_pipeline
+    from ..plan import load_plan
+    from ..report.render import COLUMNS, summary_rows
+
+    overrides = {k: getattr(args, k) for k in ("model", "checkpoint", "data", "out", "calib_num", "val_num",
+                                                 "int8_method", "int8_max_drop", "coreml", "tensorrt")}
+    plan = load_plan(args.config, overrides)
+    report = run_pipeline(plan, log=lambda s: console.print(s, markup=False))
+    table = Table(title=f"{report['model']['name']}: {report['data']['val_images']} validation images, "
+                        f"PyTorch FP32 top-1 {report['reference'].get('top1', float('nan')):.2f}%")
+    for col in COLUMNS:
+        table.add_column(col, justify="right" if col not in ("format", "status") else "left")
+    for row in summary_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"report: {report['files']['html']}  {report['files']['md']}  {report['files']['json']}  "
+                  f"({report['seconds']:.0f}s)")
+    if not report["passed"]:
+        raise BudgetExceededError("a budget or parity check failed (see status column)")
+    return 0

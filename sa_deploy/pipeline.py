@@ -1,0 +1,319 @@
+"""`sa-deploy run`: checkpoint -> model -> lowerings -> ONNX FP32/FP16/INT8 (+ CoreML, TensorRT when available)
+-> parity -> accuracy -> latency -> report. Stages are composed from a RunPlan; the CLI is a thin layer over run().
+
+A stage that cannot run (missing optional library, no GPU) is listed as skipped with its reason; an artifact that
+fails is listed as failed with its reason, and the run goes on."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from . import __version__
+from .calibration.sources import ImageSource
+from .errors import SADeployError
+from .models import create_model
+from .models.checkpoint import file_sha256
+from .plan import RunPlan, resolve_data
+from .runners import OnnxRuntimeRunner, Runner, TorchRunner, open_runner
+from .validate.parity import compare
+
+
+@dataclass
+class Artifact:
+    name: str
+    format: str
+    precision: str
+    path: Path | None
+    lowering: str | None = None
+    variant: str | None = None  # shown in the precision column, e.g. "int8 tensorrt"
+    status: str = "ok"
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        size = _size_mb(self.path) if self.path and self.path.exists() else None
+        return {"name": self.name, "format": self.format, "precision": self.precision, "lowering": self.lowering,
+                "variant": self.variant or self.precision, "path": str(self.path) if self.path else None,
+                "size_mb": size, "status": self.status,
+                "reason": self.reason, **self.metrics, **self.extra}
+
+
+def _size_mb(path: Path) -> float:
+    if path.is_dir():
+        return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6, 3)
+    return round(path.stat().st_size / 1e6, 3)
+
+
+class Stages:
+    """Records each stage's status and time; prints one line per stage."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.records: list[dict] = []
+        self.log = log
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[dict]:
+        rec = {"name": name, "status": "ok", "reason": None}
+        t = time.perf_counter()
+        self.log(f"[{len(self.records) + 1}] {name} ...")
+        try:
+            yield rec
+        except SADeployError:
+            rec["status"] = "failed"
+            raise
+        except Exception as exc:  # a broken stage is reported, the run goes on
+            rec["status"], rec["reason"] = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            if os.environ.get("SA_DEPLOY_DEBUG"):
+                traceback.print_exc()
+        finally:
+            rec["seconds"] = round(time.perf_counter() - t, 2)
+            self.records.append(rec)
+            note = f" ({rec['reason']})" if rec.get("reason") else ""
+            self.log(f"    {rec['status']} in {rec['seconds']:.1f}s{note}")
+
+    def skip(self, name: str, reason: str) -> None:
+        self.records.append({"name": name, "status": "skipped", "reason": reason, "seconds": 0.0})
+        self.log(f"[{len(self.records)}] {name}: skipped ({reason})")
+
+
+def logits_over(runner: Runner, source, batch_size: int = 100, desc: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """(logits, labels) of ``runner`` over every batch of ``source``, with a progress bar."""
+    from tqdm import tqdm
+
+    outs, labels = [], []
+    n = len(source)
+    with tqdm(total=n, desc=desc[:40], unit="img", leave=False, disable=None) as bar:
+        for x, y in source.batches(batch_size):
+            outs.append(runner.infer(x))
+            labels.append(y)
+            bar.update(len(x))
+    return np.concatenate(outs), np.concatenate(labels)
+
+
+def topk(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    top = np.argsort(-logits, axis=1)[:, :k]
+    return float(100.0 * (top == labels[:, None]).any(1).mean())
+
+
+def machine_info() -> dict:
+    import onnxruntime
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = os.cpu_count()
+    return {"cpu": cpu, "cores": cores, "python": platform.python_version(), "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "sa_deploy": __version__,
+            "summary": f"{cpu}, {cores} cores, onnxruntime {onnxruntime.__version__}, torch {torch.__version__}"}
+
+
+def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
+    """Runs the whole plan and writes the report; returns the report dict."""
+    t_start = time.perf_counter()
+    calib_dir, val_dir = resolve_data(plan)
+    out = Path(plan.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = Stages(log)
+    model = create_model(plan.model, checkpoint=plan.checkpoint, pretrained=plan.checkpoint is None)
+    cfg = model.preprocess
+    val = ImageSource(val_dir, cfg, num=plan.val_num, seed=plan.seed)
+    calib = ImageSource(calib_dir, cfg, num=plan.calib_num, seed=plan.seed)
+    artifacts: list[Artifact] = []
+
+    for lowering in plan.lowerings:
+        art = Artifact(f"onnx-{lowering}-fp32", "onnx", "fp32", out / f"{plan.model}_{lowering}.onnx", lowering)
+        with stages.stage(f"export ONNX ({lowering}) + onnxsim") as rec:
+            from .api import export
+
+            res = export(model, out, lowering=lowering, parity=True)
+            art.extra["nodes"] = res.export.nodes
+            art.extra["export_parity"] = [s.to_dict() for s in res.parity]
+        _mark(art, rec)
+        artifacts.append(art)
+    base = next((a for a in artifacts if a.status == "ok"), None)
+    if base is None:
+        raise SADeployError("no ONNX export succeeded; see the stage notes above")
+
+    if plan.fp16:
+        art = Artifact("onnx-fp16", "onnx", "fp16", out / f"{plan.model}_{base.lowering}_fp16.onnx", base.lowering)
+        with stages.stage("FP16 ONNX") as rec:
+            from .exporters.fp16 import convert_fp16
+
+            convert_fp16(base.path, art.path)
+        artifacts.append(_mark(art, rec))
+
+    for flavour in plan.int8_flavours:
+        art = Artifact(f"onnx-int8-{flavour}", "onnx", "int8",
+                       out / f"{plan.model}_{base.lowering}_int8_{flavour}.onnx", base.lowering,
+                       f"int8 {flavour}")
+        with stages.stage(f"INT8 Q/DQ ({flavour}, {plan.int8_method}, {plan.calib_num} calibration images)") as rec:
+            from .calibration.int8 import quantize_int8
+
+            q = quantize_int8(base.path, art.path, calib, method=plan.int8_method, flavour=flavour,
+                              cache_dir=out / "calib_cache")
+            art.extra["quantize"] = {k: v for k, v in _as_dict(q).items() if k != "path"}
+        artifacts.append(_mark(art, rec))
+
+    _coreml_stage(plan, model, calib, out, stages, artifacts)
+    _tensorrt_stage(plan, artifacts, stages)
+
+    report_sensitivity: list[dict] = []
+    int8_trt = next((a for a in artifacts if a.name == "onnx-int8-tensorrt" and a.status == "ok"), None)
+    if plan.sensitivity and int8_trt is not None:
+        with stages.stage("INT8 per-layer sensitivity (SQNR)"):
+            from .calibration.sensitivity import tensor_sqnr
+
+            report_sensitivity = tensor_sqnr(base.path, int8_trt.path, calib, num=min(64, plan.calib_num))
+
+    reference: dict[str, Any] = {}
+    with stages.stage(f"accuracy + parity on {len(val)} validation images"):
+        torch_runner = TorchRunner(model, plan.threads)
+        ref_logits, labels = logits_over(torch_runner, val, desc="pytorch fp32")
+        reference = {"top1": topk(ref_logits, labels, 1), "top5": topk(ref_logits, labels, 5)}
+        x1 = next(val.batches(plan.latency_batch))[0]
+        reference["latency_ms"] = float(np.median(torch_runner.latency_ms(x1, iters=plan.latency_iters)))
+        for art in artifacts:
+            if art.status != "ok" or art.path is None:
+                continue
+            try:
+                with open_runner(art.path, plan.threads) as runner:
+                    logits, _ = logits_over(runner, val, desc=art.name)
+                    p = compare(logits, ref_logits, art.precision)
+                    top1 = topk(logits, labels, 1)
+                    art.metrics.update(top1=top1, top5=topk(logits, labels, 5), drop=top1 - reference["top1"],
+                                       cosine=p.cosine, top1_agreement=p.top1_agreement, max_abs=p.max_abs,
+                                       parity_passed=p.passed)
+                    art.metrics["latency_ms"] = float(np.median(runner.latency_ms(x1, iters=plan.latency_iters)))
+            except SADeployError as exc:
+                art.status, art.reason = "failed", str(exc)
+            except Exception as exc:  # noqa: BLE001 - one artifact failing must not stop the others
+                art.status, art.reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+    passed = _apply_budget(plan, artifacts)
+    report = {
+        "sa_deploy_version": __version__, "plan": plan.to_dict(), "machine": machine_info(),
+        "model": {"name": plan.model, "checkpoint": model.checkpoint_path,
+                  "checkpoint_sha256": file_sha256(model.checkpoint_path) if model.checkpoint_path else None,
+                  "parameters": int(sum(p.numel() for p in model.parameters())), "preprocess": cfg.to_dict()},
+        "data": {"val": str(val_dir), "val_images": len(val), "val_skipped": len(val.skipped),
+                 "calib": str(calib_dir), "calib_images": len(calib)},
+        "reference": reference, "artifacts": [a.to_dict() for a in artifacts], "stages": stages.records,
+        "sensitivity": report_sensitivity,
+        "budget": {"int8_max_drop": plan.int8_max_drop, "fp16_max_drop": plan.fp16_max_drop}, "passed": passed,
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    from .report.render import write_report
+
+    report["files"] = {k: str(v) for k, v in write_report(report, out).items()}
+    return report
+
+
+def _mark(art: Artifact, rec: dict) -> Artifact:
+    if rec["status"] != "ok":
+        art.status, art.reason = "failed", rec.get("reason")
+    return art
+
+
+def _as_dict(obj: Any) -> dict:
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(obj).items()}
+
+
+def _apply_budget(plan: RunPlan, artifacts: list[Artifact]) -> bool:
+    """INT8/FP16 accuracy-drop budgets and FP32 parity decide the verdict; offenders are marked."""
+    ok = True
+    for art in artifacts:
+        if art.status != "ok" or "top1" not in art.metrics:
+            ok = ok and art.status == "skipped"
+            continue
+        budget = {"int8": plan.int8_max_drop, "fp16": plan.fp16_max_drop}.get(art.precision)
+        if art.precision == "int8" and art.format == "coreml":
+            budget = plan.int8_max_drop
+        if budget is not None and art.metrics["drop"] < -budget:
+            art.status, art.reason = "over budget", f"drop {art.metrics['drop']:+.2f} > {budget} points"
+            ok = False
+        elif art.precision == "fp32" and not art.metrics["parity_passed"]:
+            art.status, art.reason = "failed", "parity vs PyTorch failed"
+            ok = False
+    return ok
+
+
+def _coreml_stage(plan: RunPlan, model, calib, out: Path, stages: Stages, artifacts: list[Artifact]) -> None:
+    if not plan.coreml:
+        stages.skip("CoreML mlprogram", "disabled in the plan")
+        return
+    try:
+        import coremltools  # noqa: F401
+    except ImportError:
+        stages.skip("CoreML mlprogram", "coremltools not installed: pip install 'sa-deploy[coreml]'")
+        return
+    try:
+        from .api import export_coreml
+    except ImportError:
+        stages.skip("CoreML mlprogram", "CoreML exporter not available in this version")
+        return
+    for precision in ("fp16", "w8a8"):
+        art = Artifact(f"coreml-{precision}", "coreml", "int8" if precision == "w8a8" else precision, None, "fold",
+                       precision)
+        with stages.stage(f"CoreML mlprogram ({precision})") as rec:
+            res = export_coreml(model, out, precision=precision, lowering="fold",
+                                calib=calib if precision == "w8a8" else None)
+            art.path = Path(res.path)
+        artifacts.append(_mark(art, rec))
+
+
+def _tensorrt_stage(plan: RunPlan, artifacts: list[Artifact], stages: Stages) -> None:
+    onnx_arts = [a for a in artifacts if a.format == "onnx" and a.status == "ok"]
+    try:
+        from .lint.tensorrt import lint_onnx
+    except ImportError:
+        lint_onnx = None
+    if lint_onnx is not None:
+        with stages.stage("TensorRT offline lint") as rec:
+            results = {}
+            for art in onnx_arts:
+                rep = lint_onnx(art.path)
+                art.extra["tensorrt_lint"] = "pass" if rep.passed else "fail"
+                results[art.name] = rep.passed
+            failing = [n for n, ok in results.items() if not ok and "int8-cpu" not in n]
+            rec["reason"] = (f"{sum(results.values())}/{len(results)} pass (the cpu INT8 flavour uses uint8 "
+                             "activations, which TensorRT does not take)" + (f"; FAIL: {failing}" if failing else ""))
+    if not plan.tensorrt:
+        stages.skip("TensorRT engines", "disabled in the plan")
+        return
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        stages.skip("TensorRT engines", "tensorrt not installed (needs NVIDIA's index and a CUDA GPU): "
+                                        "pip install 'sa-deploy[tensorrt]'")
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        stages.skip("TensorRT engines", "no CUDA GPU visible")
+        return
+    from .exporters.tensorrt import build_engine
+
+    for src_name, precision in (("onnx-fp16", "fp16"), ("onnx-int8-tensorrt", "int8")):
+        src = next((a for a in onnx_arts if a.name == src_name), None)
+        if src is None:
+            continue
+        art = Artifact(f"tensorrt-{precision}", "tensorrt", precision, src.path.with_suffix(".engine"), src.lowering)
+        with stages.stage(f"TensorRT engine ({precision})") as rec:
+            build_engine(src.path, art.path, precision=precision)
+        artifacts.append(_mark(art, rec))

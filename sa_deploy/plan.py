@@ -1,0 +1,90 @@
+"""What `sa-deploy run` does, as data: defaults, a YAML file, then command-line overrides."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import SADeployError
+
+DATA_ENV = "SA_DEPLOY_DATA"
+
+
+@dataclass
+class RunPlan:
+    model: str = "sa_resnet_cifar"
+    checkpoint: str | None = None  # None: the embedded trained weights of `model`
+    data: str | None = None  # a folder with train/ and val/ (image folders); default: the shared CIFAR-10
+    calib: str | None = None  # overrides data/train
+    val: str | None = None  # overrides data/val
+    out: str = "out/run"
+    lowerings: list[str] = field(default_factory=lambda: ["fold", "reshape-transpose"])
+    fp16: bool = True
+    int8_flavours: list[str] = field(default_factory=lambda: ["tensorrt", "cpu"])
+    int8_method: str = "entropy"
+    calib_num: int = 512
+    val_num: int | None = None  # None: every validation image
+    coreml: bool = True
+    tensorrt: bool = True
+    sensitivity: bool = True
+    latency_batch: int = 1
+    latency_iters: int = 30
+    int8_max_drop: float = 1.0
+    fp16_max_drop: float = 0.1
+    threads: int | None = None
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def apply(self, overrides: dict) -> "RunPlan":
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise SADeployError(f"unknown plan key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(self, k, v)
+        return self
+
+
+def load_plan(path: str | Path | None, overrides: dict | None = None) -> RunPlan:
+    plan = RunPlan()
+    if path is not None:
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise SADeployError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SADeployError(f"{p.name} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise SADeployError(f"{p.name} must hold a mapping of plan keys (e.g. `model: sa_resnet_cifar`)")
+        plan.apply(data)
+    return plan.apply(overrides or {})
+
+
+def default_data_dir() -> Path | None:
+    """$SA_DEPLOY_DATA, else ../shared/data/cifar10 next to the project or the working directory."""
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV])
+    here = Path(__file__).resolve().parents[1]
+    for base in (here, Path.cwd()):
+        for cand in (base.parent / "shared" / "data" / "cifar10", base / "shared" / "data" / "cifar10"):
+            if (cand / "val").is_dir():
+                return cand
+    return None
+
+
+def resolve_data(plan: RunPlan) -> tuple[Path, Path]:
+    """(calibration folder, validation folder) for the plan, with one clear error if they are absent."""
+    root = Path(plan.data) if plan.data else default_data_dir()
+    calib = Path(plan.calib) if plan.calib else (root / "train" if root else None)
+    val = Path(plan.val) if plan.val else (root / "val" if root else None)
+    if calib is None or val is None or not val.is_dir() or not calib.is_dir():
+        where = str(root) if root else "../shared/data/cifar10"
+        raise SADeployError(f"labeled images not found at {where} (need train/ and val/ class folders): pass "
+                            f"--data DIR or set {DATA_ENV}")
+    return calib, val

@@ -1,0 +1,94 @@
+"""Report files: report.json (every number), report.md, and a self-contained report.html (PNG charts inlined)."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from ..exporters.atomic import write_bytes_atomic
+from .plots import all_charts
+
+COLUMNS = ("format", "precision", "size MB", "top-1", "drop", "parity", "latency ms", "status")
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def summary_rows(report: dict) -> list[list[str]]:
+    """The console/markdown summary: format | precision | size MB | top-1 | drop | parity | latency ms | status."""
+    rows = []
+    ref = report.get("reference") or {}
+    if ref.get("top1") is not None:
+        rows.append(["pytorch", "fp32", _fmt(ref.get("size_mb"), ".2f"), _fmt(ref["top1"], ".2f"), "0.00",
+                     "reference", _fmt(ref.get("latency_ms"), ".2f"), "ok"])
+    for a in report.get("artifacts", []):
+        parity = "-" if a.get("cosine") is None else f"cos {a['cosine']:.5f}"
+        status = a["status"] + (f" ({a['reason']})" if a.get("reason") else "")
+        rows.append([a["format"] + (f" {a['lowering']}" if a.get("lowering") else ""),
+                     a.get("variant") or a["precision"], _fmt(a.get("size_mb"), ".2f"), _fmt(a.get("top1"), ".2f"),
+                     _fmt(a.get("drop"), "+.2f"), parity, _fmt(a.get("latency_ms"), ".2f"), status])
+    return rows
+
+
+def markdown(report: dict, chart_files: dict[str, str]) -> str:
+    m = report["model"]
+    lines = [f"# sa-deploy report: {m['name']}", "",
+             f"- checkpoint: `{m.get('checkpoint')}` (sha256 {str(m.get('checkpoint_sha256'))[:16]}...)",
+             f"- validation: {report['data'].get('val_images')} images from `{report['data'].get('val')}`; "
+             f"calibration: {report['data'].get('calib_images')} images from `{report['data'].get('calib')}`",
+             f"- budget: INT8 drop <= {report['budget']['int8_max_drop']} points, FP16 drop <= "
+             f"{report['budget']['fp16_max_drop']} points -> **{'PASS' if report['passed'] else 'FAIL'}**",
+             f"- machine: {report['machine'].get('summary')}; total {report.get('seconds', 0):.0f} s", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(r) + " |" for r in summary_rows(report)]
+    lines += ["", "drop = top-1 of the artifact minus PyTorch FP32 top-1 (points); parity = mean cosine of the "
+              "logits vs PyTorch on the validation images.", "", "## Stages", "",
+              "| stage | status | seconds | note |", "|---|---|---|---|"]
+    for s in report.get("stages", []):
+        lines.append(f"| {s['name']} | {s['status']} | {s.get('seconds', 0):.1f} | {s.get('reason') or ''} |")
+    if report.get("sensitivity"):
+        lines += ["", "## INT8 sensitivity (worst 10 tensors by SQNR)", "", "| tensor | SQNR dB |", "|---|---|"]
+        lines += [f"| {r['name']} | {r['sqnr_db']:.1f} |" for r in sorted(
+            report["sensitivity"], key=lambda r: r["sqnr_db"])[:10]]
+    if chart_files:
+        lines += ["", "## Charts", ""] + [f"![{k}]({v})" for k, v in chart_files.items()]
+    return "\n".join(lines) + "\n"
+
+
+def html_page(report: dict, charts: dict[str, bytes], md_text: str) -> str:
+    rows = summary_rows(report)
+    table = "<table><tr>" + "".join(f"<th>{c}</th>" for c in COLUMNS) + "</tr>" + "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
+    stages = "<table><tr><th>stage</th><th>status</th><th>seconds</th><th>note</th></tr>" + "".join(
+        f"<tr><td>{html.escape(s['name'])}</td><td>{s['status']}</td><td>{s.get('seconds', 0):.1f}</td>"
+        f"<td>{html.escape(s.get('reason') or '')}</td></tr>" for s in report.get("stages", [])) + "</table>"
+    imgs = "".join(f"<h3>{k}</h3><img alt='{k}' src='data:image/png;base64,{base64.b64encode(v).decode()}'/>"
+                   for k, v in charts.items())
+    verdict = "PASS" if report["passed"] else "FAIL"
+    head = md_text.split("\n| format")[0].split("\n", 2)[-1]
+    bullets = "".join(f"<li>{html.escape(line[2:])}</li>" for line in head.splitlines() if line.startswith("- "))
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>sa-deploy report: {html.escape(
+        report['model']['name'])}</title><style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+th{{background:#eee}}.PASS{{color:green}}.FAIL{{color:#c00}}img{{max-width:100%}}</style></head><body>
+<h1>sa-deploy report: {html.escape(report['model']['name'])} <span class="{verdict}">{verdict}</span></h1>
+<ul>{bullets}</ul><h2>Artifacts</h2>{table}<h2>Stages</h2>{stages}<h2>Charts</h2>{imgs}
+<p>Every number is in report.json.</p></body></html>"""
+
+
+def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
+    """Writes report.json, report.md (+ PNG charts beside it) and report.html; returns their paths."""
+    out = Path(out_dir)
+    charts = all_charts(report)
+    chart_files = {}
+    for name, png in charts.items():
+        write_bytes_atomic(out / f"chart_{name}.png", png)
+        chart_files[name] = f"chart_{name}.png"
+    paths = {"json": out / "report.json", "md": out / "report.md", "html": out / "report.html"}
+    write_bytes_atomic(paths["json"], json.dumps(report, indent=2, default=str).encode())
+    md_text = markdown(report, chart_files)
+    write_bytes_atomic(paths["md"], md_text.encode())
+    write_bytes_atomic(paths["html"], html_page(report, charts, md_text).encode())
+    return paths
