@@ -23,7 +23,8 @@ class _RandomReader:
 def quantize_qdq(src: Path, dst: Path, flavour: str = "tensorrt", input_size: int = 32,
                  quantize_bias: bool = False, batches: int = 4) -> Path:
     """tensorrt: s8 activations + s8 per-channel weights, symmetric, biases left float (TensorRT quantizes them
-    itself). cpu: u8 asymmetric activations, what onnxruntime CPU wants and TensorRT rejects."""
+    itself) and InstanceNormalization left float (the parser wants its scale/bias as initializers).
+    cpu: u8 asymmetric activations, what onnxruntime CPU wants and TensorRT rejects (everything quantized)."""
     import logging
 
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -31,7 +32,8 @@ def quantize_qdq(src: Path, dst: Path, flavour: str = "tensorrt", input_size: in
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs pre-processing advice at WARNING
     reader = type("Reader", (_RandomReader, CalibrationDataReader), {})(input_size, batches)
     trt = flavour == "tensorrt"
-    quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
+    norms = [n.name for n in onnx.load(str(src)).graph.node if n.op_type == "InstanceNormalization"] if trt else []
+    quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, nodes_to_exclude=norms,
                     activation_type=QuantType.QInt8 if trt else QuantType.QUInt8, weight_type=QuantType.QInt8,
                     per_channel=True, extra_options={"ActivationSymmetric": trt, "WeightSymmetric": True,
                                                      "QuantizeBias": quantize_bias})
