@@ -51,6 +51,7 @@ def test_lint_passes_on_our_graphs(graphs, key):
         # every Conv/Gemm weight went through a checked per-channel axis-0 DequantizeLinear
         assert report.checked["weight_dq_per_channel"] == _weighted(graphs[key]) > 10
         assert report.checked["activation_q"] > 50 and report.checked["qdq_nodes"] > 200
+        assert report.checked["adds_with_qdq_inputs"] >= 9  # residual Adds (and SA gate Adds) are Q/DQ-fed
     else:
         assert report.checked["qdq_nodes"] == 0
         assert graph_precision(onnx.load(str(graphs[key]))) == ("fp16" if key.endswith("fp16") else "fp32")
@@ -80,6 +81,18 @@ def test_asymmetric_zero_point_fails(graphs):
     report = lint_model(model)
     assert report.rules_failed() == {"qdq-zero-point"}
     assert (q.name, "QuantizeLinear") in report.errors[0].nodes
+
+
+def test_residual_add_without_qdq_is_flagged(graphs):
+    model = onnx.load(str(graphs["resnet_qdq"]))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    add = next(n for n in model.graph.node if n.op_type == "Add"
+               and all(producer.get(t) is not None and producer[t].op_type == "DequantizeLinear" for t in n.input))
+    add.input[1] = producer[add.input[1]].input[0]  # bypass the DQ -> Q pair on one input
+    add.input[1] = producer[add.input[1]].input[0]
+    report = lint_model(model)
+    assert report.passed
+    assert [f.nodes for f in report.warnings if f.rule == "qdq-residual-add"] == [((add.name, "Add"),)]
 
 
 def test_quantized_int32_bias_fails(graphs, tmp_path):

@@ -17,6 +17,8 @@ Rules (id: what it checks):
   qdq-weight-per-channel  a weight DequantizeLinear is per channel on axis 0 with one scale per output channel
   qdq-activation-per-tensor  activation Q/DQ use one scale
   qdq-pair             every QuantizeLinear feeds DequantizeLinear(s) with the same scale (warning)
+  qdq-residual-add     in a Q/DQ graph, both inputs of a two-activation Add come through DequantizeLinear, so
+                       TensorRT can fuse the residual Add into the Conv in INT8 (warning)
 """
 from __future__ import annotations
 
@@ -287,6 +289,16 @@ def _check_qdq(g: _Graph, checked: dict[str, int], out: list[Finding]) -> None:
                 elif any(g.const(c.input[1]) is None or not np.array_equal(g.const(c.input[1]), scale)
                          for c, _ in users):
                     flag("qdq-pair", "QuantizeLinear and its DequantizeLinear use different scales", n, WARNING)
+    if checked["qdq_nodes"]:
+        checked["adds_with_qdq_inputs"] = 0
+        for n in g.nodes:
+            if n.op_type != "Add" or any(g.is_constant(t) for t in n.input):
+                continue
+            if all(g.producer.get(t) is not None and g.producer[t].op_type == "DequantizeLinear" for t in n.input):
+                checked["adds_with_qdq_inputs"] += 1
+            else:
+                flag("qdq-residual-add", "Add of two activations without DequantizeLinear on every input: it "
+                     "stays outside the INT8 Conv fusion", n, WARNING)
     for (rule, severity, msg), nodes in per_rule.items():
         out.append(Finding(rule, severity, msg, tuple(nodes)))
 
