@@ -2,6 +2,10 @@
 them. Stand-ins for ``calibration.int8`` (tensorrt / cpu flavours) and ``exporters.fp16`` until those merge."""
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +70,27 @@ def image_input(name: str = "input", dims: tuple = ("batch", 3, 8, 8)) -> onnx.V
 def conv_weight(name: str = "w", out_ch: int = 4, in_ch: int = 3) -> onnx.TensorProto:
     return onnx.numpy_helper.from_array(np.random.default_rng(0).standard_normal((out_ch, in_ch, 3, 3)).astype(
         np.float32), name)
+
+
+@functools.lru_cache(maxsize=1)
+def pipeline_graphs() -> dict[str, Path]:
+    """Our exporters' graphs of the two 32x32 models, made once per test process and shared by the TensorRT test
+    modules (exports dominate their run time): fp32 in each lowering, FP16, Q/DQ tensorrt flavour, and the cpu
+    flavour that TensorRT must reject."""
+    from conftest import randomize
+    from sa_deploy.exporters.onnx import export_onnx
+    from sa_deploy.models import create_model
+
+    d = Path(tempfile.mkdtemp(prefix="sa_trt_graphs_"))
+    atexit.register(shutil.rmtree, d, True)
+    out: dict[str, Path] = {}
+    for short, name, lowerings in (("resnet", "sa_resnet_cifar", ("fold", "reshape-transpose", "none")),
+                                   ("mbv2", "sa_mobilenetv2_cifar", ("fold",))):
+        model = randomize(create_model(name), seed=5)
+        for lowering in lowerings:
+            out[f"{short}_{lowering}"] = export_onnx(model, d / f"{short}_{lowering}.onnx", lowering).path
+        fold = out[f"{short}_fold"]
+        out[f"{short}_fp16"] = to_fp16(fold, d / f"{short}_fp16.onnx")
+        out[f"{short}_qdq"] = quantize_qdq(fold, d / f"{short}_qdq.onnx", "tensorrt")
+    out["resnet_qdq_cpu"] = quantize_qdq(out["resnet_fold"], d / "resnet_qdq_cpu.onnx", "cpu")
+    return out

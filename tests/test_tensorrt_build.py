@@ -8,25 +8,20 @@ import types
 import pytest
 import torch
 
-from conftest import randomize
 from sa_deploy.cli import main
 from sa_deploy.errors import MissingDependencyError, SADeployError
-from sa_deploy.exporters.onnx import export_onnx
 from sa_deploy.exporters.tensorrt import FLAGS, STRONG, build_engine, plan_typing
 from sa_deploy.exporters.trt_sidecar import (Profile, bytes_sha256, check_sidecar, make_sidecar, read_sidecar,
                                              sidecar_path, write_sidecar)
-from sa_deploy.models import create_model
 from sa_deploy.runners import open_runner
 from sa_deploy.runners.tensorrt_runner import TensorRTRunner
-from tensorrt_graphs import quantize_qdq
+from tensorrt_graphs import pipeline_graphs
 
 
 @pytest.fixture(scope="module")
-def onnx_files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("trt_build")
-    fold = export_onnx(randomize(create_model("sa_resnet_cifar"), seed=2), d / "r.onnx", "fold").path
-    return {"fp32": fold, "int8": quantize_qdq(fold, d / "r_int8.onnx", "tensorrt", batches=1),
-            "cpu": quantize_qdq(fold, d / "r_cpu.onnx", "cpu", batches=1)}
+def onnx_files():
+    g = pipeline_graphs()
+    return {"fp32": g["resnet_fold"], "int8": g["resnet_qdq"], "cpu": g["resnet_qdq_cpu"]}
 
 
 @pytest.mark.parametrize("major,precision,graph,strong,legacy,mode,flags", [

@@ -8,32 +8,18 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import randomize
 from sa_deploy.cli import main
-from sa_deploy.exporters.onnx import export_onnx
 from sa_deploy.lint import lint_onnx
 from sa_deploy.lint.tensorrt import graph_precision, lint_model
-from sa_deploy.models import create_model
-from tensorrt_graphs import conv_weight, image_input, quantize_qdq, tiny_model, to_fp16
+from tensorrt_graphs import conv_weight, image_input, pipeline_graphs, quantize_qdq, tiny_model
 
 GOOD = ["resnet_fold", "resnet_reshape-transpose", "resnet_none", "mbv2_fold", "resnet_fp16", "mbv2_fp16",
         "resnet_qdq", "mbv2_qdq"]
 
 
 @pytest.fixture(scope="module")
-def graphs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("trt_lint")
-    out = {}
-    for short, name, lowerings in (("resnet", "sa_resnet_cifar", ("fold", "reshape-transpose", "none")),
-                                   ("mbv2", "sa_mobilenetv2_cifar", ("fold",))):
-        model = randomize(create_model(name), seed=5)
-        for lowering in lowerings:
-            out[f"{short}_{lowering}"] = export_onnx(model, d / f"{short}_{lowering}.onnx", lowering).path
-        fold = out[f"{short}_fold"]
-        out[f"{short}_fp16"] = to_fp16(fold, d / f"{short}_fp16.onnx")
-        out[f"{short}_qdq"] = quantize_qdq(fold, d / f"{short}_qdq.onnx", "tensorrt")
-    out["resnet_qdq_cpu"] = quantize_qdq(out["resnet_fold"], d / "resnet_qdq_cpu.onnx", "cpu")
-    return out
+def graphs():
+    return pipeline_graphs()
 
 
 def _weighted(path) -> int:
