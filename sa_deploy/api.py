@@ -7,6 +7,8 @@ from pathlib import Path
 from torch import nn
 
 from .exporters.onnx import OnnxExport, export_onnx, random_inputs
+from .exporters.tensorrt import EngineBuild, build_engine  # noqa: F401  (re-exported; imports tensorrt lazily)
+from .lint import LintReport, lint_onnx  # noqa: F401  (re-exported)
 from .models import create_model  # noqa: F401  (re-exported)
 from .runners import OnnxRuntimeRunner, TorchRunner
 from .validate.parity import ParityStats, check_parity

@@ -9,13 +9,15 @@ import warnings
 
 from ..errors import SADeployError
 
-COMMANDS = ["cmd_list_models", "cmd_export", "cmd_inspect", "cmd_run"]
+COMMANDS = ["cmd_list_models", "cmd_export", "cmd_inspect", "cmd_run", "cmd_lint", "cmd_build"]
 
 EPILOG = """examples:
   sa-deploy list-models
   sa-deploy export --model sa_resnet_cifar --pretrained --lowering fold --out out/
   sa-deploy export --model sa_resnet50 --checkpoint sa_resnet50.pth.tar --lowering reshape-transpose
   sa-deploy inspect out/sa_resnet_cifar_fold.onnx
+  sa-deploy lint --target tensorrt out/sa_resnet_cifar_fold.onnx
+  sa-deploy build out/sa_resnet_cifar_fold_int8.onnx --precision int8
 """
 
 
