@@ -59,7 +59,7 @@ class MILExecutor:
                     vals.append(env[binding.name])
                 else:
                     vals.append(self._decoder.decode(binding.value))
-            # tuple inputs (concat values, classify classes) keep their list; single bindings are unwrapped
+            # tuple inputs (concat values) keep their list; single bindings are unwrapped
             args[param] = vals if param in _TUPLE_PARAMS.get(op.type, ()) else vals[0] if len(vals) == 1 else vals
         return args
 
@@ -90,7 +90,7 @@ class MILExecutor:
 
 
 # op params that are declared as tuples of values in MIL (a single element still means a list)
-_TUPLE_PARAMS = {"concat": ("values",), "classify": ("classes",)}
+_TUPLE_PARAMS = {"concat": ("values",)}
 
 
 def _as_declared(value: Any, value_type) -> Any:

@@ -206,17 +206,26 @@ def _conv(a: dict[str, Any]) -> np.ndarray:
     dilations = _ints(a["dilations"]) if a.get("dilations") is not None else [1, 1]
     ksize = tuple(w.shape[2:])
     pads = _padding(a, x.shape[2:], ksize, strides, dilations)
+    if ksize == (1, 1) and groups == 1 and not any(sum(pads, ())):  # pointwise: a plain matmul over channels
+        xs = x[:, :, ::strides[0], ::strides[1]]
+        out = np.einsum("oc,nchw->nohw", w[:, :, 0, 0], xs, optimize=True)
+        return _add_bias(out, a)
     xp = np.pad(x, [(0, 0), (0, 0)] + pads)
     win = _windows(xp, ksize, strides, dilations)  # (N, C, Ho, Wo, kh, kw)
     n, c, ho, wo = win.shape[:4]
-    cout = w.shape[0]
-    if groups == 1:
-        out = np.tensordot(win, w, axes=([1, 4, 5], [1, 2, 3]))  # (N, Ho, Wo, Cout)
-        out = np.moveaxis(out, -1, 1)
-    else:
-        win = win.reshape(n, groups, c // groups, ho, wo, *ksize)
-        wg = w.reshape(groups, cout // groups, c // groups, *ksize)
-        out = np.einsum("ngchwij,gocij->ngohw", win, wg, optimize=True).reshape(n, cout, ho, wo)
+    cout, cg = w.shape[0], c // groups
+    if cg == 1 and cout == groups:  # depthwise: one filter per channel, elementwise product + window sum
+        out = np.einsum("nchwij,cij->nchw", win, w[:, 0], optimize=True)
+    else:  # im2col per group: (N*Ho*Wo, Cg*kh*kw) @ (Cg*kh*kw, Cout/groups)
+        cols = win.reshape(n, groups, cg, ho, wo, *ksize).transpose(1, 0, 3, 4, 2, 5, 6)
+        cols = cols.reshape(groups, n * ho * wo, -1)
+        wg = w.reshape(groups, cout // groups, -1).transpose(0, 2, 1)
+        out = np.matmul(cols, wg)  # (G, N*Ho*Wo, Cout/G)
+        out = out.reshape(groups, n, ho, wo, -1).transpose(1, 0, 4, 2, 3).reshape(n, cout, ho, wo)
+    return _add_bias(out, a)
+
+
+def _add_bias(out: np.ndarray, a: dict[str, Any]) -> np.ndarray:
     if a.get("bias") is not None:
         out = out + _f(a["bias"]).reshape(1, -1, 1, 1)
     return np.ascontiguousarray(out, dtype=np.float32)
