@@ -64,7 +64,8 @@ def export_coreml(model: nn.Module, out_dir: str | Path, precision: str = "fp32"
                   filename: str | None = None) -> CoreMLResult:
     """Export ``model`` to ``out_dir/<model>_<lowering>_<precision>.mlpackage`` and check parity.
 
-    ``calib``: an image folder / .npz path or a source with ``batches(bs)`` (calibration.sources), for w8a8.
+    ``calib`` (w8a8): an image folder / .npz path, a source with ``batches(bs)`` (calibration.sources), or NCHW
+    float batches.
     ``parity_inputs``: NCHW float batches (default: one random batch of 4; for image-input models pass inputs made
     from real uint8 images if the check runs on macOS)."""
     from .calibration.sources import open_source
@@ -72,9 +73,12 @@ def export_coreml(model: nn.Module, out_dir: str | Path, precision: str = "fp32"
 
     preprocess = model.preprocess if input_size is None else model.preprocess.with_input_size(input_size)
     batches = None
-    if calib is not None:
-        source = calib if hasattr(calib, "batches") else open_source(calib, preprocess, num=calib_num)
-        batches = [x for x, _ in source.batches(32)]
+    if isinstance(calib, (str, Path)):
+        calib = open_source(calib, preprocess, num=calib_num)
+    if hasattr(calib, "batches"):
+        batches = [x for x, _ in calib.batches(32)]
+    elif calib is not None:  # already NCHW float batches
+        batches = list(calib)
     name = getattr(model, "sa_name", type(model).__name__)
     path = Path(out_dir) / (filename or f"{name}_{lowering}_{precision}.mlpackage")
     exp = _export(model, path, lowering, precision, batches, image_input, classifier, deployment_target, input_size)

@@ -9,11 +9,11 @@ pytest.importorskip("coremltools")
 
 
 def test_cli_coreml_export(tmp_path, capsys):
-    assert main(["export", "--model", "sa_mobilenetv2_cifar", "--format", "coreml", "--precision", "fp16",
+    assert main(["export", "--model", "sa_mobilenetv2_cifar", "--format", "coreml", "--precision", "fp32",
                  "--image-input", "--classifier", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "parity vs PyTorch (coreml" in out and "pass" in out
-    assert (tmp_path / "sa_mobilenetv2_cifar_fold_fp16.mlpackage" / "Manifest.json").is_file()
+    assert (tmp_path / "sa_mobilenetv2_cifar_fold_fp32.mlpackage" / "Manifest.json").is_file()
 
 
 def test_cli_w8a8_needs_calib(tmp_path, capsys):
