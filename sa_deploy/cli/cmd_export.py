@@ -7,6 +7,7 @@ from rich.table import Table
 
 from ..errors import BudgetExceededError
 from .common import add_model_args, console, load_model, mb
+from .coreml_export import add_coreml_args, run_coreml
 
 EXAMPLES = """examples:
   sa-deploy export --model sa_resnet_cifar --pretrained
@@ -24,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out/)")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check against PyTorch")
+    p.add_argument("--format", default="onnx", choices=["onnx", "coreml"], help="artifact format (default onnx)")
+    add_coreml_args(p)
     p.set_defaults(func=run)
 
 
@@ -35,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
         raise SADeployError(f"--input-size {args.input_size} is too small (minimum 8)")
     model = load_model(args)
+    if args.format == "coreml":
+        return run_coreml(args, model)
     result = export(model, args.out, lowering=args.lowering, input_size=args.input_size,
                     simplify=not args.no_simplify, parity=not args.no_parity)
     exp = result.export
