@@ -25,6 +25,8 @@ class RunPlan:
     calib_num: int = 512
     val_num: int | None = None  # None: every validation image
     coreml: bool = True
+    coreml_precisions: list[str] = field(default_factory=lambda: ["fp16", "w8a8"])
+    coreml_val_num: int | None = 500  # off macOS CoreML runs in the numpy reference executor: a subset
     tensorrt: bool = True
     sensitivity: bool = True
     latency_batch: int = 1
