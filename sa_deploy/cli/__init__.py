@@ -9,13 +9,17 @@ import warnings
 
 from ..errors import SADeployError
 
-COMMANDS = ["cmd_list_models", "cmd_export", "cmd_inspect"]
+COMMANDS = ["cmd_list_models", "cmd_export", "cmd_inspect", "cmd_quantize", "cmd_validate"]
 
 EPILOG = """examples:
   sa-deploy list-models
   sa-deploy export --model sa_resnet_cifar --pretrained --lowering fold --out out/
   sa-deploy export --model sa_resnet50 --checkpoint sa_resnet50.pth.tar --lowering reshape-transpose
   sa-deploy inspect out/sa_resnet_cifar_fold.onnx
+  sa-deploy quantize out/sa_resnet_cifar_fold.onnx --calib ../shared/data/cifar10/train --flavour tensorrt
+  sa-deploy fp16 out/sa_resnet_cifar_fold.onnx
+  sa-deploy validate --model sa_resnet_cifar --pretrained --data ../shared/data/cifar10/val \\
+      --artifacts out/sa_resnet_cifar_fold.onnx out/sa_resnet_cifar_fold_fp16.onnx --json out/validation.json
 """
 
 
