@@ -81,14 +81,15 @@ def fp16(fp32_onnx: str | Path, out: str | Path | None = None, block_list: list[
 
 
 def validate(model: nn.Module, data: str | Path, artifacts: list[str | Path], max_drop: float | None = None,
-             num: int | None = None, batch_size: int = 64, progress: bool = True):
+             num: int | None = None, batch_size: int = 64, progress: bool = True, threads: int | None = None):
     """Top-1/top-5 of PyTorch FP32 and each artifact on labeled images, drop vs PyTorch, parity ->
     ValidationReport (call ``report.raise_if_failed()`` for the budget gate)."""
     from .calibration.sources import open_source
     from .validate.accuracy import validate_artifacts
 
     source = open_source(data, model.preprocess, num=num)
-    return validate_artifacts(TorchRunner(model), artifacts, source, max_drop, batch_size, progress)
+    return validate_artifacts(TorchRunner(model, threads), artifacts, source, max_drop, batch_size, progress,
+                              threads=threads)
 
 
 def int8_fallback(model: nn.Module, fp32_onnx: str | Path, int8_onnx: str | Path, data: str | Path,

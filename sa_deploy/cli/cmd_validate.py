@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--auto-fallback", action="store_true", help="fix INT8 artifacts over budget (see below)")
     p.add_argument("--calib", type=Path, help="calibration images for --auto-fallback")
     p.add_argument("--cache-dir", type=Path, help="calibration range cache for --auto-fallback")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch and onnxruntime "
+                                                             "(default: all cores; use 1 on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             raise SADeployError(f"artifact not found: {a}")
     model = load_model(args)
     report = api.validate(model, args.data, args.artifacts, args.max_drop, args.num, args.batch_size,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, threads=args.threads)
     fallbacks = []
     if args.auto_fallback:
         fallbacks = _fallback(args, model, report)
@@ -115,9 +117,9 @@ def _fallback(args: argparse.Namespace, model, report) -> list[dict]:
                                 cache_dir=args.cache_dir)
         rounds = ", ".join(f"{len(x.excluded_nodes)} float nodes: drop {x.drop:+.2f}" for x in res.rounds)
         console.print(f"auto-fallback {path.name} -> {res.quantize.path.name}: {rounds}")
-        with OnnxRuntimeRunner(res.quantize.path) as runner:
+        with OnnxRuntimeRunner(res.quantize.path, args.threads) as runner:
             pred = predict(runner, src, args.batch_size, res.quantize.path.name, not args.no_progress)
-        ref = ref or predict(api.TorchRunner(model), src, args.batch_size, "pytorch fp32", not args.no_progress)
+        ref = ref or predict(api.TorchRunner(model, args.threads), src, args.batch_size, "pytorch fp32", not args.no_progress)
         report.results.append(score(res.quantize.path.name, "int8", pred, ref, report.reference.top1, r.max_drop))
         report.results[i].details["replaced_by"] = str(res.quantize.path)
         done.append({"artifact": str(path), **res.to_dict()})

@@ -133,9 +133,9 @@ def artifact_precision(path: str | Path) -> str:
 
 def validate_artifacts(reference: Runner, artifacts: Iterable[str | Path], source: LabeledSource,
                        max_drop: float | None = None, batch_size: int = 64, progress: bool = True,
-                       reference_name: str = "pytorch fp32") -> ValidationReport:
+                       reference_name: str = "pytorch fp32", threads: int | None = None) -> ValidationReport:
     """Accuracy of PyTorch and of each artifact on the same images; ``max_drop`` overrides the per-precision
-    defaults (DEFAULT_MAX_DROP). Does not raise on budget failures: call ``report.raise_if_failed()``."""
+    defaults (DEFAULT_MAX_DROP); ``threads`` caps each artifact runner's threads. Does not raise on budget failures: call ``report.raise_if_failed()``."""
     from ..runners import open_runner
 
     ref_pred = predict(reference, source, batch_size, reference_name, progress)
@@ -143,7 +143,7 @@ def validate_artifacts(reference: Runner, artifacts: Iterable[str | Path], sourc
     results = []
     for art in artifacts:
         path = Path(art)
-        with open_runner(path) as runner:
+        with open_runner(path, threads) as runner:
             pred = predict(runner, source, batch_size, path.name, progress)
         results.append(score(path.name, artifact_precision(path), pred, ref_pred, ref.top1, max_drop))
     return ValidationReport(ref, results)
