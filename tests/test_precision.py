@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -61,6 +63,9 @@ def _train_steps(cifar) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="session")
 def trained_checkpoint(cifar_dir, request, tmp_path_factory):
+    # a checkpoint trained elsewhere (e.g. the project's real one) can stand in: SA_DEPLOY_PRECISION_CHECKPOINT
+    if os.environ.get("SA_DEPLOY_PRECISION_CHECKPOINT"):
+        return Path(os.environ["SA_DEPLOY_PRECISION_CHECKPOINT"])
     key = hashlib.sha256(json.dumps({**RECIPE, "torch": torch.__version__}, sort_keys=True).encode()).hexdigest()[:12]
     cached = request.config.cache.mkdir("sa_deploy_precision") / f"sa_resnet_cifar_{key}.pth"
     if not cached.is_file():
