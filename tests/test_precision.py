@@ -152,9 +152,11 @@ def test_tensorrt_flavour_is_symmetric_int8_per_channel_weights(artifacts):
     assert len(residual) == 9
     for add in residual:
         assert all(producer[i].op_type == "DequantizeLinear" for i in add.input), add.name
-    # the SA gate stays float by default
+    # the SA gate computes in float by default (on the dequantized conv output): no Q/DQ inside it
     gate = [n for n in m.graph.node if n.op_type in ("Sigmoid", "InstanceNormalization")]
-    assert len(gate) == 18 and all(producer[n.input[0]].op_type != "DequantizeLinear" for n in gate)
+    assert len(gate) == 18
+    assert all(c.op_type != "QuantizeLinear" for n in gate for c in consumers[n.output[0]])
+    assert all(producer[n.input[0]].op_type != "DequantizeLinear" for n in gate if n.op_type == "Sigmoid")
 
 
 def test_cpu_flavour_uint8_activations_int8_weights(artifacts):
