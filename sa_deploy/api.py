@@ -88,3 +88,96 @@ def export_coreml(model: nn.Module, out_dir: str | Path, precision: str = "fp32"
         return CoreMLResult(exp)
     stats, runner = coreml_parity(model, path, exp.input_size, precision, parity_inputs)
     return CoreMLResult(exp, stats, runner)
+# --- precision: INT8 / FP16 artifacts and their accuracy -----------------------------------------------------------
+
+def deploy_preprocess(onnx_path: str | Path):
+    """The PreprocessConfig an artifact carries in its metadata (one-line error if it has none)."""
+    import onnx
+
+    from .errors import SADeployError
+    from .exporters.metadata import preprocess_from_metadata, read_onnx_metadata
+
+    p = Path(onnx_path)
+    if not p.is_file():
+        raise SADeployError(f"ONNX model not found: {p}")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError and friends: not an ONNX file
+        raise SADeployError(f"{p} is not a readable ONNX model ({type(exc).__name__})") from None
+    cfg = preprocess_from_metadata(read_onnx_metadata(model))
+    if cfg is None:
+        raise SADeployError(f"{p.name} has no sa-deploy preprocessing metadata; export it with `sa-deploy export`")
+    return cfg
+
+
+def quantize(fp32_onnx: str | Path, calib: str | Path, out: str | Path | None = None, method: str = "entropy",
+             flavour: str = "tensorrt", num: int | None = 500, exclude_nodes: tuple[str, ...] = (),
+             cache_dir: str | Path | None = None, keep_sa_gate_float: bool = True):
+    """INT8 Q/DQ ONNX from an FP32 export, calibrated on ``calib`` (image folder or .npz) -> QuantizeResult."""
+    from .calibration.int8 import quantize_int8
+    from .calibration.sources import open_source
+
+    fp32_onnx = Path(fp32_onnx)
+    source = open_source(calib, deploy_preprocess(fp32_onnx), num=num)
+    out = Path(out) if out else fp32_onnx.with_name(f"{fp32_onnx.stem}_int8_{flavour}_{method}.onnx")
+    return quantize_int8(fp32_onnx, out, source, method, flavour, exclude_nodes, cache_dir, keep_sa_gate_float)
+
+
+def fp16(fp32_onnx: str | Path, out: str | Path | None = None, block_list: list[str] | None = None) -> Path:
+    """FP16 ONNX (FP32 inputs/outputs) from an FP32 export -> its path."""
+    from .exporters.fp16 import convert_fp16
+
+    fp32_onnx = Path(fp32_onnx)
+    deploy_preprocess(fp32_onnx)  # same one-line errors as quantize for a missing / foreign file
+    return convert_fp16(fp32_onnx, out or fp32_onnx.with_name(f"{fp32_onnx.stem}_fp16.onnx"), block_list)
+
+
+def validate(model: nn.Module, data: str | Path, artifacts: list[str | Path], max_drop: float | None = None,
+             num: int | None = None, batch_size: int = 64, progress: bool = True, threads: int | None = None):
+    """Top-1/top-5 of PyTorch FP32 and each artifact on labeled images, drop vs PyTorch, parity ->
+    ValidationReport (call ``report.raise_if_failed()`` for the budget gate)."""
+    from .calibration.sources import open_source
+    from .validate.accuracy import validate_artifacts
+
+    source = open_source(data, model.preprocess, num=num)
+    return validate_artifacts(TorchRunner(model, threads), artifacts, source, max_drop, batch_size, progress,
+                              threads=threads)
+
+
+def int8_fallback(model: nn.Module, fp32_onnx: str | Path, int8_onnx: str | Path, data: str | Path,
+                  calib: str | Path, max_drop: float = 1.0, num: int | None = None, calib_num: int | None = 500,
+                  out: str | Path | None = None, cache_dir: str | Path | None = None, max_rounds: int = 5):
+    """Re-quantize ``int8_onnx`` (same method/flavour) keeping its worst-SQNR nodes in float until its top-1 drop
+    on ``data`` is within ``max_drop`` -> FallbackResult."""
+    import json
+
+    import onnx
+
+    from .calibration.sensitivity import auto_fallback
+    from .calibration.sources import open_source
+    from .exporters.metadata import read_onnx_metadata
+    from .validate.accuracy import predict, topk_accuracy
+
+    meta = read_onnx_metadata(onnx.load(str(int8_onnx), load_external_data=False))
+    eval_src = open_source(data, model.preprocess, num=num)
+    ref = predict(TorchRunner(model), eval_src, desc="pytorch fp32")
+    top1_ref = topk_accuracy(ref.logits, ref.labels, 1)
+
+    def drop_of(path: Path) -> float:
+        with OnnxRuntimeRunner(path) as runner:
+            pred = predict(runner, eval_src, desc=path.name)
+        return top1_ref - topk_accuracy(pred.logits, pred.labels, 1)
+
+    int8_onnx = Path(int8_onnx)
+    out = Path(out) if out else int8_onnx.with_name(f"{int8_onnx.stem}_fallback.onnx")
+    cfg = deploy_preprocess(fp32_onnx)
+    calib_src = open_source(calib, cfg, num=calib_num)
+    if meta.get("calibration_fingerprint") and meta["calibration_fingerprint"] != calib_src.fingerprint():
+        import warnings
+
+        warnings.warn(f"--calib differs from the data {int8_onnx.name} was calibrated on; the fallback "
+                      "re-calibrates on --calib", stacklevel=2)
+    sens_src = open_source(calib, cfg, num=64)  # SQNR needs few images; it runs both graphs on each
+    return auto_fallback(fp32_onnx, out, calib_src, drop_of, max_drop, meta.get("calibration_method", "entropy"),
+                         meta.get("int8_flavour", "tensorrt"), json.loads(meta.get("float_nodes", "[]")),
+                         cache_dir, max_rounds=max_rounds, sensitivity_source=sens_src)

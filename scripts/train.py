@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--reschedule", action="store_true",
+                   help="with --resume: re-size the remaining schedule to --epochs (e.g. to finish sooner)")
     p.add_argument("--export-to", type=Path, default=None, help="write <model>.pth + <model>.card.json here")
     args = p.parse_args(argv)
 
@@ -129,7 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(ck["state_dict"])
         opt.load_state_dict(ck["optimizer"])
         state.update(json.loads(ck["state_json"]))
+        if args.reschedule:
+            state["total_steps"] = max(state["step"], int(args.epochs * steps_per_epoch))
+            state.setdefault("rescheduled", []).append({"at_step": state["step"],
+                                                        "total_steps": state["total_steps"]})
         log(args.run_dir, f"resumed at step {state['step']} (epoch {state['epoch']})")
+    state.setdefault("commands", []).append(
+        "python scripts/train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
     gen = torch.Generator().manual_seed(args.seed + state["epoch"])
 
     def save(path: Path, official: bool) -> None:
@@ -195,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": round(state["step"] / steps_per_epoch, 2), "steps": state["step"], "batch_size": args.batch_size,
         "seed": args.seed, "lr": args.lr, "weight_decay": args.wd, "label_smoothing": args.label_smoothing,
         "augmentation": "random crop 32 with 4px zero padding, horizontal flip",
-        "command": "python scripts/train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "commands": state["commands"],
         "train_minutes": round(state["train_seconds"] / 60, 1), "threads": args.threads,
-        "torch": torch.__version__, "curve": state["curve"],
+        "torch": torch.__version__, "curve": state["curve"], "rescheduled": state.get("rescheduled", []),
         "preprocess": cfg.to_dict(),
     }
     (args.run_dir / "model_card.json").write_text(json.dumps(card, indent=2))

@@ -9,7 +9,8 @@ import warnings
 
 from ..errors import SADeployError
 
-COMMANDS = ["cmd_list_models", "cmd_export", "cmd_inspect", "cmd_run", "cmd_lint", "cmd_build"]
+COMMANDS = ["cmd_list_models", "cmd_export", "cmd_inspect", "cmd_quantize", "cmd_validate", "cmd_run",
+            "cmd_lint", "cmd_build"]
 
 EPILOG = """examples:
   sa-deploy list-models
@@ -18,6 +19,10 @@ EPILOG = """examples:
   sa-deploy inspect out/sa_resnet_cifar_fold.onnx
   sa-deploy lint --target tensorrt out/sa_resnet_cifar_fold.onnx
   sa-deploy build out/sa_resnet_cifar_fold_int8.onnx --precision int8
+  sa-deploy quantize out/sa_resnet_cifar_fold.onnx --calib ../shared/data/cifar10/train --flavour tensorrt
+  sa-deploy fp16 out/sa_resnet_cifar_fold.onnx
+  sa-deploy validate --model sa_resnet_cifar --pretrained --data ../shared/data/cifar10/val \\
+      --artifacts out/sa_resnet_cifar_fold.onnx out/sa_resnet_cifar_fold_fp16.onnx --json out/validation.json
 """
 
 

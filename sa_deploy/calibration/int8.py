@@ -1,0 +1,192 @@
+"""FP32 ONNX -> INT8 Q/DQ ONNX with onnxruntime.quantization (static, QDQ format), in two flavours.
+
+- ``tensorrt``: s8 activations and weights, symmetric (zero point 0), per-channel weights on axis 0, per-tensor
+  activations, float bias (TensorRT fuses DQ->Conv itself; int32 bias Q/DQ is not what its explicit-precision
+  parser wants). Add (incl. the residual Add) is quantized, so both Add inputs carry Q/DQ and Conv+Add can fuse.
+- ``cpu``: u8 activations + s8 per-channel weights (the fast onnxruntime CPU combination, DESIGN.md section 2).
+
+Pipeline: quant_pre_process (shape inference + ORT basic optimisations) -> tensor ranges (from the cache or one
+calibration pass over every float tensor) -> quantize_static with those ranges -> deploy metadata -> atomic write.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import onnx
+import onnxruntime
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.calibrate import create_calibrator
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from ..errors import SADeployError
+from ..exporters.atomic import atomic_path
+from ..exporters.metadata import read_onnx_metadata, set_onnx_metadata
+from ..models.checkpoint import file_sha256
+from .cache import RangeCache, RangeKey
+from .reader import BatchSource, FeedReader
+
+METHODS: dict[str, CalibrationMethod] = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
+# calibrator options fixed here so that they are part of the cache key
+CALIB_OPTIONS: dict[str, dict[str, Any]] = {
+    "minmax": {},
+    "entropy": {"num_bins": 128, "num_quantized_bins": 128},
+    "percentile": {"num_bins": 2048, "percentile": 99.999},
+}
+
+
+@dataclass(frozen=True)
+class Flavour:
+    name: str
+    activation_type: QuantType
+    weight_type: QuantType
+    extra_options: dict[str, Any]
+
+
+FLAVOURS: dict[str, Flavour] = {
+    "tensorrt": Flavour("tensorrt", QuantType.QInt8, QuantType.QInt8, {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "QuantizeBias": False,
+        "QDQOpTypePerChannelSupportToAxis": {"Conv": 0},
+        # TensorRT drops Q/DQ around Relu itself; keep the graph explicit so its fusions see every activation
+        "QDQKeepRemovableActivations": True,
+    }),
+    "cpu": Flavour("cpu", QuantType.QUInt8, QuantType.QInt8, {
+        "ActivationSymmetric": False,
+        "WeightSymmetric": True,
+        "QDQOpTypePerChannelSupportToAxis": {"Conv": 0},
+    }),
+}
+
+# The SA gate: statistics (ReduceMean, InstanceNormalization), the affine combination, Sigmoid and the gating Mul.
+# Kept in float by default: measured on sa_resnet_cifar (docs/precision.md) quantizing it costs accuracy and the
+# gate is elementwise work that TensorRT runs in fp16/fp32 anyway.
+SA_GATE_OPS = ("ReduceMean", "InstanceNormalization", "Sigmoid", "Mul", "Add")
+
+
+@dataclass
+class QuantizeResult:
+    path: Path
+    method: str
+    flavour: str
+    num_calibration: int
+    cache_hit: bool
+    excluded_nodes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    data_fingerprint: str = ""
+    ranges_path: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        d["ranges_path"] = str(self.ranges_path) if self.ranges_path else None
+        return d
+
+
+def sa_gate_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the SA-gate nodes: the exporters scope SA nodes under ``.../sa/...`` (module name ``sa``)."""
+    return [n.name for n in model.graph.node
+            if "/sa/" in n.name and n.op_type in SA_GATE_OPS]
+
+
+def preprocess_for_quant(fp32_onnx: Path, out: Path) -> Path:
+    """onnxruntime's quantization pre-processing (shape inference + basic graph optimisation)."""
+    quant_pre_process(str(fp32_onnx), str(out), skip_symbolic_shape=True)
+    return out
+
+
+def calibrate_ranges(prep_onnx: Path, source: BatchSource, method: str, workdir: Path, batch_size: int = 16) -> Any:
+    """One calibration pass over every float tensor (superset of any quantize call) -> TensorsData."""
+    calibrator = create_calibrator(prep_onnx, None, augmented_model_path=str(workdir / "augmented.onnx"),
+                                   calibrate_method=METHODS[method], extra_options=CALIB_OPTIONS[method])
+    name = _input_name(prep_onnx)
+    # one collect_data call per batch: onnxruntime keeps every intermediate output of a call in memory and its
+    # histogram collectors need equal batch shapes within a call; ranges/histograms merge across calls
+    with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress chatter
+        for x, _ in source.batches(batch_size):
+            calibrator.collect_data(FeedReader([{name: x}]))
+        return calibrator.compute_data()
+
+
+def _input_name(path: Path) -> str:
+    return onnx.load(str(path), load_external_data=False).graph.input[0].name
+
+
+def check_choice(value: str, choices: Iterable[str], what: str) -> None:
+    if value not in choices:
+        raise SADeployError(f"unknown {what} '{value}'; choose one of: {', '.join(choices)}")
+
+
+def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, source: BatchSource, method: str = "entropy",
+                  flavour: str = "tensorrt", exclude_nodes: Iterable[str] = (), cache_dir: str | Path | None = None,
+                  keep_sa_gate_float: bool = True, batch_size: int = 16) -> QuantizeResult:
+    """Static INT8 Q/DQ quantization of an FP32 ONNX file; ``source`` is a calibration source (ImageSource/NpzSource).
+
+    ``exclude_nodes`` (node names of the FP32 graph) stay in float, as does the SA gate when
+    ``keep_sa_gate_float``. Tensor ranges are cached in ``cache_dir`` (reused only for the same model file,
+    data fingerprint and method)."""
+    check_choice(method, METHODS, "calibration method")
+    check_choice(flavour, FLAVOURS, "INT8 flavour")
+    fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
+    if not fp32_onnx.is_file():
+        raise SADeployError(f"ONNX model not found: {fp32_onnx}")
+    t0 = time.perf_counter()
+    meta = read_onnx_metadata(onnx.load(str(fp32_onnx), load_external_data=False))
+    if meta.get("precision", "fp32") != "fp32":
+        raise SADeployError(f"{fp32_onnx.name} is already {meta['precision']}; quantize the FP32 export")
+    fingerprint = source.fingerprint()
+    key = RangeKey(file_sha256(fp32_onnx), fingerprint, method,
+                   json.dumps({**CALIB_OPTIONS[method], "ort": onnxruntime.__version__}, sort_keys=True))
+    fl = FLAVOURS[flavour]
+    with tempfile.TemporaryDirectory(prefix="sa-deploy-int8-") as tmp:
+        work = Path(tmp)
+        prep = preprocess_for_quant(fp32_onnx, work / "prep.onnx")
+        prep_model = onnx.load(str(prep))
+        known = {n.name for n in prep_model.graph.node}
+        unknown = sorted(set(exclude_nodes) - known)
+        if unknown:
+            raise SADeployError(f"--exclude-nodes: no node named {unknown[0]!r} in {fp32_onnx.name} "
+                                f"({len(unknown)} unknown; see `sa-deploy inspect` or the sensitivity report)")
+        excluded = sorted(set(exclude_nodes) | (set(sa_gate_nodes(prep_model)) if keep_sa_gate_float else set()))
+        cache = RangeCache(cache_dir if cache_dir is not None else work / "cache")
+        ranges = cache.lookup(key)
+        cache_hit = ranges is not None
+        if ranges is None:
+            ranges = cache.store(key, calibrate_ranges(prep, source, method, work, batch_size))
+        with atomic_path(out_path) as tmp_out, _quiet_ort_logging():
+            quantize_static(str(prep), str(tmp_out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=fl.activation_type, weight_type=fl.weight_type,
+                            nodes_to_exclude=excluded, calibrate_method=METHODS[method],
+                            extra_options=dict(fl.extra_options), calibration_cache_path=str(ranges))
+            q = onnx.load(str(tmp_out))
+            set_onnx_metadata(q, {**meta, "precision": "int8", "int8_flavour": flavour,
+                                  "calibration_method": method, "calibration_count": str(len(source)),
+                                  "calibration_fingerprint": fingerprint,
+                                  "source_onnx_sha256": key.model_sha256,
+                                  "float_nodes": json.dumps(excluded)})
+            onnx.save(q, str(tmp_out))
+    return QuantizeResult(out_path, method, flavour, len(source), cache_hit, excluded,
+                          time.perf_counter() - t0, fingerprint, ranges if cache_dir is not None else None)
+
+
+class _quiet_ort_logging:
+    """quantize_static logs a pre-processing hint through the root logger even after pre-processing."""
+
+    def __enter__(self) -> None:
+        self._level = logging.getLogger().level
+        logging.getLogger().setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger().setLevel(self._level)

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .common import console, mb
+
+EXAMPLES = """examples:
+  sa-deploy quantize out/sa_resnet_cifar_fold.onnx --calib ../shared/data/cifar10/train
+  sa-deploy quantize out/sa_resnet_cifar_fold.onnx --calib calib.npz --flavour cpu --method minmax --num 256
+  sa-deploy quantize out/sa_resnet_cifar_fold.onnx --calib imgs/ --cache-dir .calib-cache \\
+      --exclude-nodes /layer1/layer1.0/conv1/Conv
+  sa-deploy quantize out/sa_resnet_cifar_fold.onnx --precision fp16
+  sa-deploy fp16 out/sa_resnet_cifar_fold.onnx          (same as --precision fp16)
+
+INT8 flavours: tensorrt = s8 symmetric activations and weights (zero point 0), per-channel weights on axis 0,
+Q/DQ on both residual Add inputs; cpu = u8 activations + s8 per-channel weights (fast on onnxruntime CPU).
+The SA gate (ReduceMean, InstanceNormalization, Sigmoid, gating Mul/Add) stays float unless --quantize-sa-gate.
+Calibration ranges are cached per (model file, calibration data, method) in --cache-dir and reused by both flavours.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quantize", help="INT8 Q/DQ (calibrated) or FP16 ONNX from an FP32 export",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", type=Path, metavar="MODEL.onnx", help="FP32 ONNX from `sa-deploy export`")
+    p.add_argument("--precision", choices=["int8", "fp16"], default="int8", help="target precision (default int8)")
+    p.add_argument("--calib", type=Path, help="calibration images: folder (flat or per class) or .npz (int8)")
+    p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="entropy",
+                   help="calibration method (default entropy)")
+    p.add_argument("--flavour", choices=["tensorrt", "cpu"], default="tensorrt", help="INT8 flavour (default tensorrt)")
+    p.add_argument("--num", type=int, default=500, help="calibration images, class-balanced sample (default 500)")
+    p.add_argument("--out", type=Path, help="output file (default: next to MODEL, suffixed _int8_<flavour>_<method> "
+                                            "or _fp16)")
+    p.add_argument("--exclude-nodes", nargs="+", default=[], metavar="NODE", help="node names kept in float")
+    p.add_argument("--quantize-sa-gate", action="store_true", help="also quantize the SA gate ops")
+    p.add_argument("--cache-dir", type=Path, help="calibration range cache folder (reused when still valid)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+    f = sub.add_parser("fp16", help="FP16 ONNX (FP32 inputs/outputs) from an FP32 export",
+                       epilog="examples:\n  sa-deploy fp16 out/sa_resnet_cifar_fold.onnx --out out/model_fp16.onnx\n",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    f.add_argument("model", type=Path, metavar="MODEL.onnx")
+    f.add_argument("--out", type=Path)
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=run, precision="fp16")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import api
+    from ..errors import SADeployError
+
+    if args.precision == "fp16":
+        path = api.fp16(args.model, args.out)
+        if args.json:
+            print(json.dumps({"path": str(path), "precision": "fp16"}))
+        else:
+            console.print(f"[bold]fp16[/bold] {path}  ({mb(path.stat().st_size)} MB, FP32 inputs/outputs)")
+        return 0
+    if args.calib is None:
+        raise SADeployError("--calib DIR|FILE.npz is required for int8 (calibration images)")
+    if args.num is not None and args.num < 1:
+        raise SADeployError(f"--num must be at least 1, got {args.num}")
+    res = api.quantize(args.model, args.calib, args.out, args.method, args.flavour, args.num,
+                       tuple(args.exclude_nodes), args.cache_dir, keep_sa_gate_float=not args.quantize_sa_gate)
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2))
+        return 0
+    console.print(f"[bold]int8[/bold] {res.path}  ({mb(res.path.stat().st_size)} MB, flavour {res.flavour}, "
+                  f"method {res.method}, {res.num_calibration} calibration images, "
+                  f"ranges {'from cache' if res.cache_hit else 'calibrated'}, {len(res.excluded_nodes)} float nodes, "
+                  f"{res.seconds:.1f}s)")
+    console.print(f"next:\n  sa-deploy validate --model MODEL --checkpoint CKPT --data DIR --artifacts {args.model} "
+                  f"{res.path}")
+    return 0

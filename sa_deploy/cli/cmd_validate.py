@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+from .common import add_model_args, console, load_model
+
+EXAMPLES = """examples:
+  sa-deploy validate --model sa_resnet_cifar --pretrained --data ../shared/data/cifar10/val \\
+      --artifacts out/sa_resnet_cifar_fold.onnx out/sa_resnet_cifar_fold_fp16.onnx \\
+                  out/sa_resnet_cifar_fold_int8_tensorrt_entropy.onnx --json out/validation.json
+  sa-deploy validate --model sa_resnet_cifar --checkpoint best.pth --data val/ --num 1000 --max-drop 0.5 \\
+      --artifacts fp32.onnx int8.onnx --auto-fallback --calib train/
+
+Budget: the allowed top-1 drop vs PyTorch FP32, in points; default 0.1 for fp32/fp16 artifacts and 1.0 for int8
+(--max-drop overrides it for all). Exit code 3 when an artifact is over budget.
+--auto-fallback: for an INT8 artifact over budget, re-quantize it (same method/flavour) keeping the nodes with the
+worst SQNR loss in float, round by round, until it fits; needs the FP32 ONNX it came from among --artifacts.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="top-1/top-5 of PyTorch and each artifact on labeled images, drop, parity",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--data", type=Path, required=True, help="labeled images: one sub-folder per class (or .npz)")
+    p.add_argument("--artifacts", type=Path, nargs="+", required=True, metavar="FILE", help="artifacts to validate")
+    p.add_argument("--max-drop", type=float, default=None, help="allowed top-1 drop in points (default: per "
+                                                                "precision, fp16 0.1, int8 1.0)")
+    p.add_argument("--num", type=int, default=None, help="use a class-balanced sample of N images (default all)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--json", type=Path, metavar="OUT.json", help="write the report as JSON")
+    p.add_argument("--auto-fallback", action="store_true", help="fix INT8 artifacts over budget (see below)")
+    p.add_argument("--calib", type=Path, help="calibration images for --auto-fallback")
+    p.add_argument("--cache-dir", type=Path, help="calibration range cache for --auto-fallback")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch and onnxruntime "
+                                                             "(default: all cores; use 1 on a busy machine)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _row(r, table: Table) -> None:
+    par = r.parity
+    status = "-" if r.drop is None else ("[green]pass[/green]" if r.passed else "[red]FAIL[/red]")
+    if r.details.get("replaced_by"):
+        status += f" -> {Path(r.details['replaced_by']).name}"
+    table.add_row(r.name, r.precision, f"{r.top1:.2f}", f"{r.top5:.2f}",
+                  "-" if r.drop is None else f"{r.drop:+.2f}" + (f" (<= {r.max_drop:g})" if r.max_drop is not None
+                                                                  else ""),
+                  "-" if par is None else f"{par.cosine:.5f}", "-" if par is None else f"{par.top1_agreement:.2%}",
+                  status)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import api
+    from ..errors import SADeployError
+    from ..exporters.atomic import write_bytes_atomic
+    if args.auto_fallback and args.calib is None:
+        raise SADeployError("--auto-fallback needs --calib DIR|FILE.npz (images to re-calibrate on)")
+    if args.num is not None and args.num < 1:
+        raise SADeployError(f"--num must be at least 1, got {args.num}")
+    for a in args.artifacts:
+        if not a.exists():
+            raise SADeployError(f"artifact not found: {a}")
+    model = load_model(args)
+    report = api.validate(model, args.data, args.artifacts, args.max_drop, args.num, args.batch_size,
+                          progress=not args.no_progress, threads=args.threads)
+    fallbacks = []
+    if args.auto_fallback:
+        fallbacks = _fallback(args, model, report)
+    table = Table(title=f"accuracy on {report.reference.num_images} images of {args.data}")
+    for col in ("artifact", "precision", "top-1 %", "top-5 %", "drop (budget)", "cosine", "top-1 agree", "status"):
+        table.add_column(col, justify="left" if col == "artifact" else "right")
+    _row(report.reference, table)
+    for r in report.results:
+        _row(r, table)
+    console.print(table)
+    payload = report.to_dict()
+    if fallbacks:
+        payload["auto_fallback"] = fallbacks
+    if args.json:
+        write_bytes_atomic(args.json, json.dumps(payload, indent=2).encode())
+        console.print(f"report: {args.json}")
+    report.raise_if_failed()
+    return 0
+
+
+def _fallback(args: argparse.Namespace, model, report) -> list[dict]:
+    """Re-quantize each INT8 artifact over budget; replace its row by the fixed artifact's row."""
+    import onnx
+
+    from .. import api
+    from ..errors import SADeployError
+    from ..exporters.metadata import read_onnx_metadata
+    from ..models.checkpoint import file_sha256
+    from ..runners import OnnxRuntimeRunner
+    from ..calibration.sources import open_source
+    from ..validate.accuracy import artifact_precision, predict, score
+    fp32_by_sha = {file_sha256(a): a for a in args.artifacts
+                   if a.suffix == ".onnx" and artifact_precision(a) == "fp32"}
+    done = []
+    src = open_source(args.data, model.preprocess, num=args.num)
+    ref = None
+    for i, r in enumerate(list(report.results)):
+        path = next(a for a in args.artifacts if a.name == r.name)
+        if r.passed or r.precision != "int8":
+            continue
+        src_sha = read_onnx_metadata(onnx.load(str(path), load_external_data=False)).get("source_onnx_sha256")
+        fp32 = fp32_by_sha.get(src_sha or "")
+        if fp32 is None:
+            raise SADeployError(f"--auto-fallback: pass the FP32 ONNX that {path.name} was quantized from "
+                                "among --artifacts")
+        res = api.int8_fallback(model, fp32, path, args.data, args.calib, r.max_drop, args.num,
+                                cache_dir=args.cache_dir)
+        rounds = ", ".join(f"{len(x.excluded_nodes)} float nodes: drop {x.drop:+.2f}" for x in res.rounds)
+        console.print(f"auto-fallback {path.name} -> {res.quantize.path.name}: {rounds}")
+        with OnnxRuntimeRunner(res.quantize.path, args.threads) as runner:
+            pred = predict(runner, src, args.batch_size, res.quantize.path.name, not args.no_progress)
+        ref = ref or predict(api.TorchRunner(model, args.threads), src, args.batch_size, "pytorch fp32", not args.no_progress)
+        report.results.append(score(res.quantize.path.name, "int8", pred, ref, report.reference.top1, r.max_drop))
+        report.results[i].details["replaced_by"] = str(res.quantize.path)
+        done.append({"artifact": str(path), **res.to_dict()})
+    return done

@@ -1,0 +1,66 @@
+"""FP32 ONNX -> FP16 ONNX (FP32 inputs/outputs) with onnxconverter-common's float16 converter.
+
+Ops in the block list stay FP32 (the converter inserts Casts around them). Default: onnxconverter-common's own
+DEFAULT_OP_BLOCK_LIST (ops without fp16 kernels) plus InstanceNormalization: the SA gate normalises over H*W and
+its variance in fp16 loses precision on large maps (measured, docs/precision.md); Sigmoid/Mul stay fp16."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import onnx
+
+from ..errors import SADeployError
+from .atomic import write_bytes_atomic
+from .metadata import read_onnx_metadata, set_onnx_metadata
+
+SA_FP32_OPS = ("InstanceNormalization",)
+
+
+def default_block_list() -> list[str]:
+    from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST
+
+    return sorted(set(DEFAULT_OP_BLOCK_LIST) | set(SA_FP32_OPS))
+
+
+def convert_fp16(fp32_onnx: str | Path, out_path: str | Path, block_list: Iterable[str] | None = None) -> Path:
+    """Write an FP16 copy of ``fp32_onnx`` (atomic); ``block_list`` = op types kept in FP32 (None: default)."""
+    from onnxconverter_common import float16
+
+    src = Path(fp32_onnx)
+    if not src.is_file():
+        raise SADeployError(f"ONNX model not found: {src}")
+    model = onnx.load(str(src))
+    meta = read_onnx_metadata(model)
+    if meta.get("precision", "fp32") != "fp32":
+        raise SADeployError(f"{src.name} is already {meta['precision']}; convert the FP32 export")
+    blocked = default_block_list() if block_list is None else sorted(set(block_list))
+    _unshare_initializers(model, set(blocked))
+    half = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked)
+    set_onnx_metadata(half, {**meta, "precision": "fp16", "fp16_fp32_ops": ",".join(
+        op for op in blocked if any(n.op_type == op for n in model.graph.node)) or "none"})
+    onnx.checker.check_model(half)
+    return write_bytes_atomic(out_path, half.SerializeToString())
+
+
+def _unshare_initializers(model: onnx.ModelProto, blocked: set[str]) -> None:
+    """Give FP32-kept nodes their own copy of initializers they share with converted nodes.
+
+    onnxsim deduplicates equal constants (e.g. a zero conv bias and a zero InstanceNorm scale); the converter then
+    keeps the shared tensor FP32 for the blocked op and the FP16 Conv gets an FP32 input (invalid graph)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            if name in inits:
+                consumers.setdefault(name, []).append(node)
+    for name, nodes in consumers.items():
+        kept = [n for n in nodes if n.op_type in blocked]
+        if not kept or len(kept) == len(nodes):
+            continue
+        copy = onnx.TensorProto()
+        copy.CopyFrom(inits[name])
+        copy.name = f"{name}__fp32"
+        model.graph.initializer.append(copy)
+        for node in kept:
+            node.input[:] = [copy.name if i == name else i for i in node.input]

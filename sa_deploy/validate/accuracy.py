@@ -1,0 +1,149 @@
+"""Top-1/top-5 of any Runner on a labeled source, the drop vs the PyTorch reference, parity on the same images,
+and the accuracy budget gate (BudgetExceededError -> exit code 3)."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Protocol
+
+import numpy as np
+
+from ..errors import BudgetExceededError, SADeployError
+from ..runners.base import Runner
+from .parity import ParityStats, compare
+
+# default allowed top-1 drop (points) vs PyTorch FP32, per precision
+DEFAULT_MAX_DROP: dict[str, float] = {"fp32": 0.1, "fp16": 0.1, "int8": 1.0}
+
+
+class LabeledSource(Protocol):
+    labeled: bool
+
+    def batches(self, batch_size: int = 32) -> Iterable[tuple[np.ndarray, np.ndarray]]: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass
+class Predictions:
+    logits: np.ndarray
+    labels: np.ndarray
+    seconds: float
+
+
+@dataclass
+class AccuracyResult:
+    name: str
+    precision: str
+    top1: float  # percent
+    top5: float
+    num_images: int
+    seconds: float
+    drop: float | None = None  # top-1 points below the reference (negative: better)
+    max_drop: float | None = None
+    parity: ParityStats | None = None
+    passed: bool = True
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["parity"] = self.parity.to_dict() if self.parity else None
+        return d
+
+
+@dataclass
+class ValidationReport:
+    reference: AccuracyResult
+    results: list[AccuracyResult]
+
+    @property
+    def gating(self) -> list[AccuracyResult]:
+        """Results the budget applies to: an artifact replaced by its auto-fallback fix does not gate."""
+        return [r for r in self.results if not r.details.get("replaced_by")]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.gating)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference.to_dict(), "results": [r.to_dict() for r in self.results],
+                "passed": self.passed}
+
+    def raise_if_failed(self) -> None:
+        bad = [r for r in self.gating if not r.passed]
+        if bad:
+            worst = max(bad, key=lambda r: r.drop or 0.0)
+            raise BudgetExceededError(
+                f"{len(bad)} artifact(s) over the accuracy budget, e.g. {worst.name}: top-1 drop "
+                f"{worst.drop:.2f} points > allowed {worst.max_drop:g}")
+
+
+def predict(runner: Runner, source: LabeledSource, batch_size: int = 64, desc: str = "",
+            progress: bool = True) -> Predictions:
+    """Logits of ``runner`` on every image of ``source`` (tqdm bar unless ``progress`` is False)."""
+    from tqdm import tqdm
+
+    if not source.labeled:
+        raise SADeployError("accuracy needs labeled images: a folder with one sub-folder per class "
+                            "(or an .npz with 'labels')")
+    logits, labels = [], []
+    t0 = time.perf_counter()
+    with tqdm(total=len(source), desc=desc or runner.name, unit="img", leave=False, disable=not progress) as bar:
+        for x, y in source.batches(batch_size):
+            logits.append(runner.infer(x))
+            labels.append(y)
+            bar.update(len(x))
+    return Predictions(np.concatenate(logits), np.concatenate(labels), time.perf_counter() - t0)
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Percent of samples whose label is among the ``k`` largest logits (k is capped at the class count)."""
+    k = min(k, logits.shape[1])
+    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return float(100.0 * (top == labels[:, None]).any(axis=1).mean())
+
+
+def score(name: str, precision: str, pred: Predictions, reference: Predictions | None = None,
+          top1_ref: float | None = None, max_drop: float | None = None) -> AccuracyResult:
+    res = AccuracyResult(name, precision, topk_accuracy(pred.logits, pred.labels, 1),
+                         topk_accuracy(pred.logits, pred.labels, 5), len(pred.labels), pred.seconds)
+    if reference is not None:
+        res.parity = compare(pred.logits, reference.logits, precision if precision in ("fp32", "fp16", "int8")
+                             else "int8")
+        res.drop = (top1_ref if top1_ref is not None else topk_accuracy(reference.logits, reference.labels, 1)) \
+            - res.top1
+        res.max_drop = DEFAULT_MAX_DROP.get(precision, 1.0) if max_drop is None else max_drop
+        # the budget gates accuracy; parity stats are reported (int8 logits differ by design)
+        res.passed = bool(res.drop <= res.max_drop + 1e-9)
+    return res
+
+
+def artifact_precision(path: str | Path) -> str:
+    """Precision recorded in an artifact's deploy metadata (fp32 when absent)."""
+    p = Path(path)
+    if p.suffix == ".onnx":
+        import onnx
+
+        from ..exporters.metadata import read_onnx_metadata
+
+        return read_onnx_metadata(onnx.load(str(p), load_external_data=False)).get("precision", "fp32")
+    return "fp32"
+
+
+def validate_artifacts(reference: Runner, artifacts: Iterable[str | Path], source: LabeledSource,
+                       max_drop: float | None = None, batch_size: int = 64, progress: bool = True,
+                       reference_name: str = "pytorch fp32", threads: int | None = None) -> ValidationReport:
+    """Accuracy of PyTorch and of each artifact on the same images; ``max_drop`` overrides the per-precision
+    defaults (DEFAULT_MAX_DROP); ``threads`` caps each artifact runner's threads. Does not raise on budget failures: call ``report.raise_if_failed()``."""
+    from ..runners import open_runner
+
+    ref_pred = predict(reference, source, batch_size, reference_name, progress)
+    ref = score(reference_name, "fp32", ref_pred)
+    results = []
+    for art in artifacts:
+        path = Path(art)
+        with open_runner(path, threads) as runner:
+            pred = predict(runner, source, batch_size, path.name, progress)
+        results.append(score(path.name, artifact_precision(path), pred, ref_pred, ref.top1, max_drop))
+    return ValidationReport(ref, results)

@@ -1,0 +1,61 @@
+"""`sa-deploy run` on a tiny configuration: report structure, and every listed artifact loads in its runtime."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import randomize
+from sa_deploy.cli import main
+from sa_deploy.models import create_model
+from sa_deploy.runners import open_runner
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, cifar_dir):
+    tmp = tmp_path_factory.mktemp("run")
+    ck = tmp / "ck.pth"
+    torch.save({"epoch": 1, "state_dict": randomize(create_model("sa_resnet_cifar")).state_dict(), "best_acc": 0.0},
+               ck)
+    (tmp / "plan.yaml").write_text("lowerings: [fold]\nsensitivity: true\nlatency_iters: 3\n")
+    rc = main(["run", "--checkpoint", str(ck), "--data", str(cifar_dir), "--out", str(tmp / "out"),
+               "--val-num", "40", "--calib-num", "16", "--config", str(tmp / "plan.yaml"), "--max-drop", "100"])
+    return rc, tmp / "out"
+
+
+def test_report_files_and_structure(tiny_run):
+    rc, out = tiny_run
+    for name in ("report.json", "report.md", "report.html"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["val_images"] == 40 and report["data"]["calib_images"] == 16
+    assert report["reference"]["top1"] is not None
+    names = [a["name"] for a in report["artifacts"]]
+    assert {"onnx-fold-fp32", "onnx-fp16", "onnx-int8-tensorrt", "onnx-int8-cpu"} <= set(names)
+    stage_status = {s["name"]: s["status"] for s in report["stages"]}
+    assert any(n.startswith("TensorRT engines") and st == "skipped" for n, st in stage_status.items())
+    for a in report["artifacts"]:
+        if a["status"] in ("ok", "over budget"):
+            for key in ("top1", "top5", "drop", "cosine", "latency_ms", "size_mb"):
+                assert isinstance(a[key], float), (a["name"], key)
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<table>" in html
+    assert rc == 0 and report["passed"]
+
+
+def test_every_artifact_loads_in_its_runtime(tiny_run):
+    _, out = tiny_run
+    report = json.loads((out / "report.json").read_text())
+    x = np.zeros((2, 3, 32, 32), np.float32)
+    for a in report["artifacts"]:
+        assert a["status"] in ("ok", "over budget"), (a["name"], a["reason"])
+        with open_runner(a["path"]) as runner:
+            assert runner.infer(x).shape == (2, 10), a["name"]
+
+
+def test_missing_data_is_one_line_error(tmp_path, capsys):
+    rc = main(["run", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and "labeled images not found" in err and "\n" not in err
