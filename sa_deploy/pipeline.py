@@ -5,6 +5,7 @@ A stage that cannot run (missing optional library, no GPU) is listed as skipped 
 fails is listed as failed with its reason, and the run goes on."""
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import time
@@ -23,7 +24,7 @@ from .models import create_model
 from .models.checkpoint import file_sha256
 from .plan import RunPlan, resolve_data
 from .runners import OnnxRuntimeRunner, Runner, TorchRunner, open_runner
-from .validate.parity import compare
+from .validate.accuracy import Predictions, predict, score
 
 
 @dataclass
@@ -83,25 +84,6 @@ class Stages:
     def skip(self, name: str, reason: str) -> None:
         self.records.append({"name": name, "status": "skipped", "reason": reason, "seconds": 0.0})
         self.log(f"[{len(self.records)}] {name}: skipped ({reason})")
-
-
-def logits_over(runner: Runner, source, batch_size: int = 100, desc: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """(logits, labels) of ``runner`` over every batch of ``source``, with a progress bar."""
-    from tqdm import tqdm
-
-    outs, labels = [], []
-    n = len(source)
-    with tqdm(total=n, desc=desc[:40], unit="img", leave=False, disable=None) as bar:
-        for x, y in source.batches(batch_size):
-            outs.append(runner.infer(x))
-            labels.append(y)
-            bar.update(len(x))
-    return np.concatenate(outs), np.concatenate(labels)
-
-
-def topk(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    top = np.argsort(-logits, axis=1)[:, :k]
-    return float(100.0 * (top == labels[:, None]).any(1).mean())
 
 
 def machine_info() -> dict:
@@ -176,15 +158,17 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
     int8_trt = next((a for a in artifacts if a.name == "onnx-int8-tensorrt" and a.status == "ok"), None)
     if plan.sensitivity and int8_trt is not None:
         with stages.stage("INT8 per-layer sensitivity (SQNR)"):
-            from .calibration.sensitivity import tensor_sqnr
+            from .calibration.sensitivity import tensor_sensitivity
 
-            report_sensitivity = tensor_sqnr(base.path, int8_trt.path, calib, num=min(64, plan.calib_num))
+            probe = ImageSource(calib_dir, cfg, num=min(64, plan.calib_num), seed=plan.seed + 1)
+            report_sensitivity = [r.to_dict() for r in tensor_sensitivity(base.path, int8_trt.path, probe)]
 
     reference: dict[str, Any] = {}
     with stages.stage(f"accuracy + parity on {len(val)} validation images"):
         torch_runner = TorchRunner(model, plan.threads)
-        ref_logits, labels = logits_over(torch_runner, val, desc="pytorch fp32")
-        reference = {"top1": topk(ref_logits, labels, 1), "top5": topk(ref_logits, labels, 5), "images": len(val)}
+        ref_pred = predict(torch_runner, val, desc="pytorch fp32")
+        ref = score("pytorch fp32", "fp32", ref_pred)
+        reference = {"top1": ref.top1, "top5": ref.top5, "images": ref.num_images}
         x1 = next(val.batches(plan.latency_batch))[0]
         reference["latency_ms"] = float(np.median(torch_runner.latency_ms(x1, iters=plan.latency_iters)))
         # CoreML off macOS runs in the numpy reference executor (slow): a stratified subset, with its own reference
@@ -192,14 +176,14 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
         for art in artifacts:
             if art.status != "ok" or art.path is None:
                 continue
-            source, ref = val, (ref_logits, labels)
+            source, ref_of_source = val, ref_pred
             if art.format == "coreml" and plan.coreml_val_num and plan.coreml_val_num < len(val):
                 if subset is None:
                     sub = ImageSource(val_dir, cfg, num=plan.coreml_val_num, seed=plan.seed)
-                    subset = (sub, logits_over(torch_runner, sub, desc="pytorch fp32 (subset)"))
-                source, ref = subset
+                    subset = (sub, predict(torch_runner, sub, desc="pytorch fp32 (subset)"))
+                source, ref_of_source = subset
             try:
-                _evaluate(art, source, ref, x1, plan)
+                _evaluate(art, source, ref_of_source, x1, plan)
             except SADeployError as exc:
                 art.status, art.reason = "failed", str(exc)
             except Exception as exc:  # noqa: BLE001 - one artifact failing must not stop the others
@@ -223,21 +207,17 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
     return report
 
 
-def _evaluate(art: Artifact, source, ref: tuple[np.ndarray, np.ndarray], x1: np.ndarray, plan: RunPlan) -> None:
-    """Top-1/top-5, drop and parity vs PyTorch on the same images, and batch-``latency_batch`` latency."""
-    ref_logits, labels = ref
-    ref_top1 = topk(ref_logits, labels, 1)
+def _evaluate(art: Artifact, source, ref: Predictions, x1: np.ndarray, plan: RunPlan) -> None:
+    """Top-1/top-5, drop and parity vs PyTorch on the same images, the plan's budget, and latency."""
+    budget = {"int8": plan.int8_max_drop, "fp16": plan.fp16_max_drop}.get(art.precision, plan.fp16_max_drop)
     with open_runner(art.path, plan.threads) as runner:
-        logits, _ = logits_over(runner, source, desc=art.name)
-        p = compare(logits, ref_logits, art.precision)
-        top1 = topk(logits, labels, 1)
-        art.metrics.update(top1=top1, top5=topk(logits, labels, 5), drop=top1 - ref_top1, images=len(labels),
-                           cosine=p.cosine, top1_agreement=p.top1_agreement, max_abs=p.max_abs,
-                           parity_passed=p.passed)
+        res = score(art.name, art.precision, predict(runner, source, desc=art.name), ref, max_drop=budget)
         iters = plan.latency_iters if art.format != "coreml" else max(1, plan.latency_iters // 10)
-        art.metrics["latency_ms"] = float(np.median(runner.latency_ms(x1, warmup=1, iters=iters)))
-    if art.format == "coreml":
-        art.metrics["runner"] = runner.name
+        latency = float(np.median(runner.latency_ms(x1, warmup=1, iters=iters)))
+    p = res.parity
+    art.metrics.update(top1=res.top1, top5=res.top5, drop=res.drop, max_drop=budget, images=res.num_images,
+                       cosine=p.cosine, top1_agreement=p.top1_agreement, max_abs=p.max_abs, parity_passed=p.passed,
+                       within_budget=res.passed, latency_ms=latency, runner=runner.name)
 
 
 def _mark(art: Artifact, rec: dict) -> Artifact:
@@ -253,15 +233,14 @@ def _as_dict(obj: Any) -> dict:
 
 
 def _apply_budget(plan: RunPlan, artifacts: list[Artifact]) -> bool:
-    """INT8/FP16 accuracy-drop budgets and FP32 parity decide the verdict; offenders are marked."""
+    """The accuracy-drop budgets (INT8, FP16) and FP32 parity decide the verdict; offenders are marked."""
     ok = True
     for art in artifacts:
         if art.status != "ok" or "top1" not in art.metrics:
-            ok = ok and art.status == "skipped"
-            continue
-        budget = {"int8": plan.int8_max_drop, "fp16": plan.fp16_max_drop}.get(art.precision)
-        if budget is not None and art.metrics["drop"] < -budget:
-            art.status, art.reason = "over budget", f"drop {art.metrics['drop']:+.2f} > {budget} points"
+            ok = False
+        elif not art.metrics["within_budget"]:
+            art.status = "over budget"
+            art.reason = f"drop {art.metrics['drop']:.2f} > {art.metrics['max_drop']} points"
             ok = False
         elif art.precision == "fp32" and not art.metrics["parity_passed"]:
             art.status, art.reason = "failed", "parity vs PyTorch failed"
@@ -273,16 +252,14 @@ def _coreml_stage(plan: RunPlan, model, calib, out: Path, stages: Stages, artifa
     if not plan.coreml:
         stages.skip("CoreML mlprogram", "disabled in the plan")
         return
+    # off macOS coremltools logs that it cannot load its runtime; expected (the runner column says what ran)
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
     try:
         import coremltools  # noqa: F401
     except ImportError:
         stages.skip("CoreML mlprogram", "coremltools not installed: pip install 'sa-deploy[coreml]'")
         return
-    try:
-        from .api import export_coreml
-    except ImportError:
-        stages.skip("CoreML mlprogram", "CoreML exporter not available in this version")
-        return
+    from .api import export_coreml
     for precision in plan.coreml_precisions:
         art = Artifact(f"coreml-{precision}", "coreml", precision if precision in ("fp32", "fp16") else "int8", None,
                        "fold",

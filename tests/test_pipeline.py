@@ -19,7 +19,7 @@ def tiny_run(tmp_path_factory, cifar_dir):
     ck = tmp / "ck.pth"
     torch.save({"epoch": 1, "state_dict": randomize(create_model("sa_resnet_cifar")).state_dict(), "best_acc": 0.0},
                ck)
-    (tmp / "plan.yaml").write_text("lowerings: [fold]\nsensitivity: true\nlatency_iters: 3\n")
+    (tmp / "plan.yaml").write_text("lowerings: [fold]\nlatency_iters: 3\ncoreml_precisions: [fp16]\n")
     rc = main(["run", "--checkpoint", str(ck), "--data", str(cifar_dir), "--out", str(tmp / "out"),
                "--val-num", "40", "--calib-num", "16", "--config", str(tmp / "plan.yaml"), "--max-drop", "100"])
     return rc, tmp / "out"

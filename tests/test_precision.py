@@ -1,81 +1,32 @@
 """INT8 (tensorrt / cpu flavours), FP16, calibration cache, accuracy budget and sensitivity, on a model trained here.
 
-The model: sa_resnet_cifar trained for a few hundred SGD steps on 2,000 CIFAR-10 training images (once per
-session; the weights are also kept in pytest's cache, keyed by the recipe, so later runs skip training)."""
+The model: the embedded trained sa_resnet_cifar (sa_deploy/weights, see its model card)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-import torch
-import torch.nn.functional as F
 from onnx import numpy_helper
 
 from sa_deploy.calibration.int8 import quantize_int8, sa_gate_nodes
-from sa_deploy.calibration.sources import ImageSource, open_source
+from sa_deploy.calibration.sources import open_source
 from sa_deploy.cli import main
 from sa_deploy.exporters.fp16 import convert_fp16
 from sa_deploy.exporters.metadata import read_onnx_metadata
 from sa_deploy.exporters.onnx import export_onnx
 from sa_deploy.models import create_model
-
-RECIPE = {"model": "sa_resnet_cifar", "images": 2000, "steps": 200, "batch": 32, "lr": 0.08, "seed": 0}
-
-
-def _train(cifar) -> dict[str, torch.Tensor]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 threads on 2 busy cores is several times slower than 1 (spin contention)
-    try:
-        return _train_steps(cifar)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train_steps(cifar) -> dict[str, torch.Tensor]:
-    torch.manual_seed(RECIPE["seed"])
-    model = create_model(RECIPE["model"]).train()
-    images, labels = ImageSource(cifar / "train", model.preprocess, num=RECIPE["images"]).load()
-    x_all = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-    y_all = torch.from_numpy(labels)
-    mean = torch.tensor(model.preprocess.mean).view(1, 3, 1, 1)
-    std = torch.tensor(model.preprocess.std).view(1, 3, 1, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=RECIPE["lr"], momentum=0.9, nesterov=True, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, RECIPE["lr"], total_steps=RECIPE["steps"], pct_start=0.15)
-    gen = torch.Generator().manual_seed(RECIPE["seed"])
-    for _ in range(RECIPE["steps"]):
-        idx = torch.randint(0, len(x_all), (RECIPE["batch"],), generator=gen)
-        xb = x_all[idx]
-        flip = torch.rand(len(idx), generator=gen) < 0.5
-        xb[flip] = xb[flip].flip(-1)
-        loss = F.cross_entropy(model((xb.float() / 255 - mean) / std), y_all[idx], label_smoothing=0.1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    return model.state_dict()
-
+from sa_deploy.models.registry import pretrained_path
 
 @pytest.fixture(scope="session")
-def trained_checkpoint(cifar_dir, request, tmp_path_factory):
-    # a checkpoint trained elsewhere (e.g. the project's real one) can stand in: SA_DEPLOY_PRECISION_CHECKPOINT
+def trained_checkpoint():
+    """The embedded trained SA-ResNet (CIFAR-10); SA_DEPLOY_PRECISION_CHECKPOINT can point at another one."""
     if os.environ.get("SA_DEPLOY_PRECISION_CHECKPOINT"):
         return Path(os.environ["SA_DEPLOY_PRECISION_CHECKPOINT"])
-    key = hashlib.sha256(json.dumps({**RECIPE, "torch": torch.__version__}, sort_keys=True).encode()).hexdigest()[:12]
-    cached = request.config.cache.mkdir("sa_deploy_precision") / f"sa_resnet_cifar_{key}.pth"
-    if not cached.is_file():
-        t0 = time.time()
-        state = _train(cifar_dir)
-        tmp = cached.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(cached)
-        print(f"trained {RECIPE} in {time.time() - t0:.0f}s")
-    return cached
+    return pretrained_path("sa_resnet_cifar")
 
 
 @pytest.fixture(scope="module")

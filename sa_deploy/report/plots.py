@@ -56,13 +56,14 @@ def bar_chart(artifacts: list[dict], key: str, xlabel: str, title: str) -> bytes
 
 
 def sensitivity_chart(layers: list[dict[str, Any]], top: int = 25) -> bytes | None:
+    """Nodes ranked by the SQNR they lose locally (accumulated SQNR always looks worst at the network's end)."""
     if not layers:
         return None
-    rows = sorted(layers, key=lambda r: r["sqnr_db"])[:top]
+    rows = sorted(layers, key=lambda r: -r["sqnr_loss_db"])[:top]
     fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.5))
-    ax.barh([r["name"][-48:] for r in rows], [r["sqnr_db"] for r in rows], color="#9467bd")
+    ax.barh([(r["node"] or r["tensor"])[-48:] for r in rows], [r["sqnr_loss_db"] for r in rows], color="#9467bd")
     ax.invert_yaxis()
-    ax.set_xlabel("SQNR of INT8 vs FP32 activation (dB, lower = more sensitive)")
+    ax.set_xlabel("SQNR lost at this node, INT8 vs FP32 (dB, higher = more sensitive)")
     ax.set_title(f"INT8 per-layer sensitivity ({len(rows)} worst of {len(layers)})")
     ax.tick_params(axis="y", labelsize=7)
     return _png(fig)

@@ -28,7 +28,7 @@ def summary_rows(report: dict) -> list[list[str]]:
         status = a["status"] + (f" ({a['reason']})" if a.get("reason") else "")
         rows.append([a["format"] + (f" {a['lowering']}" if a.get("lowering") else ""),
                      a.get("variant") or a["precision"], _fmt(a.get("size_mb"), ".2f"), _fmt(a.get("top1"), ".2f"),
-                     _fmt(a.get("drop"), "+.2f"), parity, _fmt(a.get("latency_ms"), ".2f"), status])
+                     _fmt(a.get("drop"), ".2f"), parity, _fmt(a.get("latency_ms"), ".2f"), status])
     return rows
 
 
@@ -43,15 +43,17 @@ def markdown(report: dict, chart_files: dict[str, str]) -> str:
              f"- machine: {report['machine'].get('summary')}; total {report.get('seconds', 0):.0f} s", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(r) + " |" for r in summary_rows(report)]
-    lines += ["", "drop = top-1 of the artifact minus PyTorch FP32 top-1 (points); parity = mean cosine of the "
-              "logits vs PyTorch on the validation images.", "", "## Stages", "",
+    lines += ["", "drop = PyTorch FP32 top-1 minus the artifact's top-1 on the same images (points; negative = "
+              "better); parity = mean cosine of the logits vs PyTorch. CoreML off macOS runs in sa-deploy's numpy "
+              "reference MIL executor on a stratified subset of the validation images (see report.json `images`).", "", "## Stages", "",
               "| stage | status | seconds | note |", "|---|---|---|---|"]
     for s in report.get("stages", []):
         lines.append(f"| {s['name']} | {s['status']} | {s.get('seconds', 0):.1f} | {s.get('reason') or ''} |")
     if report.get("sensitivity"):
-        lines += ["", "## INT8 sensitivity (worst 10 tensors by SQNR)", "", "| tensor | SQNR dB |", "|---|---|"]
-        lines += [f"| {r['name']} | {r['sqnr_db']:.1f} |" for r in sorted(
-            report["sensitivity"], key=lambda r: r["sqnr_db"])[:10]]
+        lines += ["", "## INT8 sensitivity (10 nodes losing the most SQNR)", "",
+                  "| node | op | SQNR loss dB | SQNR vs FP32 dB |", "|---|---|---|---|"]
+        lines += [f"| {r['node'] or r['tensor']} | {r['op_type']} | {r['sqnr_loss_db']:.1f} | {r['sqnr_db']:.1f} |"
+                  for r in sorted(report["sensitivity"], key=lambda r: -r["sqnr_loss_db"])[:10]]
     if chart_files:
         lines += ["", "## Charts", ""] + [f"![{k}]({v})" for k, v in chart_files.items()]
     return "\n".join(lines) + "\n"
