@@ -25,7 +25,10 @@ def summary_rows(report: dict) -> list[list[str]]:
                      "reference", _fmt(ref.get("latency_ms"), ".2f"), "ok"])
     for a in report.get("artifacts", []):
         parity = "-" if a.get("cosine") is None else f"cos {a['cosine']:.5f}"
-        status = a["status"] + (f" ({a['reason']})" if a.get("reason") else "")
+        notes = [a["reason"]] if a.get("reason") else []
+        if a.get("images") and a["images"] != ref.get("images"):
+            notes.append(f"{a['images']} images, {a.get('runner', '')}".rstrip(", "))
+        status = a["status"] + (f" ({'; '.join(notes)})" if notes else "")
         rows.append([a["format"] + (f" {a['lowering']}" if a.get("lowering") else ""),
                      a.get("variant") or a["precision"], _fmt(a.get("size_mb"), ".2f"), _fmt(a.get("top1"), ".2f"),
                      _fmt(a.get("drop"), ".2f"), parity, _fmt(a.get("latency_ms"), ".2f"), status])
