@@ -9,7 +9,7 @@ import warnings
 
 from ..errors import SADeployError
 
-COMMANDS = ["cmd_list_models", "cmd_export", "cmd_inspect"]
+COMMANDS = ["cmd_list_models", "cmd_export", "cmd_inspect", "cmd_bench"]
 
 EPILOG = """examples:
   sa-deploy list-models

@@ -1,0 +1,52 @@
+"""Build every benchmark variant of the registered SA models and time them on onnxruntime CPU.
+
+    PYTHONPATH=. python scripts/bench.py                       # all four models, batch 1 and 8 -> benchmarks/
+    PYTHONPATH=. python scripts/bench.py --models sa_resnet_cifar --rounds 1 --iters 2 --batch 1 --out /tmp/b
+
+Artifacts go to <out>/artifacts/ and are reused by later runs (--rebuild to export them again)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sa_deploy.cli.cmd_bench import add_bench_args, check_bench_args, print_rows  # noqa: E402
+from sa_deploy.cli.common import console  # noqa: E402
+from sa_deploy.validate.bench_variants import VARIANTS, build_variants  # noqa: E402
+from sa_deploy.validate.benchmark import Artifact, run_benchmark  # noqa: E402
+
+MODELS = ("sa_resnet50", "sa_mobilenetv2", "sa_resnet_cifar", "sa_mobilenetv2_cifar")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(MODELS), help=f"registered models (default: {MODELS})")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, metavar="VARIANT",
+                   help=f"variants to build and time (default: all of {', '.join(VARIANTS)})")
+    add_bench_args(p)
+    p.add_argument("--out", type=Path, default=Path("benchmarks"), help="output folder (default: benchmarks/)")
+    p.add_argument("--rebuild", action="store_true", help="export the artifacts again even if present")
+    args = p.parse_args(argv)
+    check_bench_args(args)
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs advice per tensor
+    artifacts: list[Artifact] = []
+    for name in args.models:
+        console.print(f"building {name} variants", style="dim")
+        for v in build_variants(name, args.out / "artifacts", tuple(args.variants), reuse=not args.rebuild):
+            artifacts.append(Artifact(name, v.name, v.path, v.note))
+    command = "PYTHONPATH=. python scripts/bench.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    notes = ["weights: random init for the ImageNet-size models (latency does not depend on them); embedded "
+             "trained weights for the CIFAR models when present, else random init"]
+    rows, report = run_benchmark(artifacts, args.out, command.strip(), tuple(args.batch), args.rounds, args.iters,
+                                 args.threads, notes, progress=lambda m: console.print(m, style="dim"))
+    print_rows(rows)
+    console.print(f"wrote {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
