@@ -18,8 +18,10 @@ from sa_deploy.cli.cmd_bench import add_bench_args, check_bench_args, print_rows
 from sa_deploy.cli.common import console  # noqa: E402
 from sa_deploy.validate.bench_variants import VARIANTS, build_variants  # noqa: E402
 from sa_deploy.validate.benchmark import Artifact, run_benchmark  # noqa: E402
+from sa_deploy.validate.profile import profile_markdown  # noqa: E402
 
 MODELS = ("sa_resnet50", "sa_mobilenetv2", "sa_resnet_cifar", "sa_mobilenetv2_cifar")
+PROFILED = ("floor", "fold", "int8-cpu")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,19 +32,29 @@ def main(argv: list[str] | None = None) -> int:
     add_bench_args(p)
     p.add_argument("--out", type=Path, default=Path("benchmarks"), help="output folder (default: benchmarks/)")
     p.add_argument("--rebuild", action="store_true", help="export the artifacts again even if present")
+    p.add_argument("--profile", nargs="*", default=None, metavar="MODEL",
+                   help="add onnxruntime per-op-type profiles (batch 1) of these models' floor / fold / int8-cpu "
+                        "files to RESULTS.md (default: sa_resnet50 when benchmarked; none with an empty list)")
     args = p.parse_args(argv)
     check_bench_args(args)
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs advice per tensor
     artifacts: list[Artifact] = []
+    weights: dict[str, str] = {}
     for name in args.models:
         console.print(f"building {name} variants", style="dim")
         for v in build_variants(name, args.out / "artifacts", tuple(args.variants), reuse=not args.rebuild):
             artifacts.append(Artifact(name, v.name, v.path, v.note))
+            weights[name] = v.weights
     command = "PYTHONPATH=. python scripts/bench.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    notes = ["weights: random init for the ImageNet-size models (latency does not depend on them); embedded "
-             "trained weights for the CIFAR models when present, else random init"]
+    notes = [f"{m} weights: {w}" for m, w in weights.items()]
+    profiled = args.profile if args.profile is not None else [m for m in args.models if m == "sa_resnet50"]
+    extra = ""
+    if profiled:
+        console.print(f"profiling {', '.join(profiled)}", style="dim")
+        extra = profile_markdown({f"{a.group} {a.name}": a.path for a in artifacts if a.group in profiled
+                                  and a.name in PROFILED}, threads=args.threads)
     rows, report = run_benchmark(artifacts, args.out, command.strip(), tuple(args.batch), args.rounds, args.iters,
-                                 args.threads, notes, progress=lambda m: console.print(m, style="dim"))
+                                 args.threads, notes, progress=lambda m: console.print(m, style="dim"), extra=extra)
     print_rows(rows)
     console.print(f"wrote {report}")
     return 0

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT
 from sa_deploy.cli import main
 from sa_deploy.validate.benchmark import COLUMNS
@@ -36,12 +38,18 @@ def _check_table(md: str, variants: list[str], batches: list[int]) -> None:
     assert floor and all(r[COLUMNS.index("vs floor")] == "1.000x" for r in floor)
 
 
-def test_bench_script_tiny(tmp_path):
-    out = tmp_path / "b"
+@pytest.fixture(scope="module")
+def script_out(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
     cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--models", "sa_resnet_cifar", "--variants",
            *VARIANTS, "--batch", "1", "2", "--rounds", "1", "--iters", "1", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+def test_bench_script_tiny(script_out):
+    out = script_out
     md = (out / "RESULTS.md").read_text()
     _check_table(md, VARIANTS, [1, 2])
     assert "scripts/bench.py" in md and "onnxruntime" in md and "cpu" in md
@@ -51,10 +59,8 @@ def test_bench_script_tiny(tmp_path):
     assert sorted((out / "artifacts").glob("*.onnx"))  # reusable artifacts
 
 
-def test_bench_command_on_given_files(tmp_path, capsys):
-    from sa_deploy.validate.bench_variants import build_variants
-
-    files = [v.path for v in build_variants("sa_resnet_cifar", tmp_path / "a", ("floor", "fold"))]
+def test_bench_command_on_given_files(script_out, tmp_path, capsys):
+    files = [script_out / "artifacts" / f"sa_resnet_cifar_{v}.onnx" for v in ("floor", "fold")]
     out = tmp_path / "r"
     assert main(["bench", *map(str, files), "--batch", "1", "--rounds", "2", "--iters", "1", "--out", str(out)]) == 0
     assert "onnxruntime CPU latency" in capsys.readouterr().out

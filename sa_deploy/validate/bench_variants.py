@@ -31,6 +31,7 @@ class Variant:
     name: str
     path: Path
     note: str = ""
+    weights: str = ""
 
 
 def without_sa(model: nn.Module) -> nn.Module:
@@ -71,15 +72,38 @@ def calibration_batches(model: nn.Module, num: int = 64, batch: int = 8,
     return chunks, f"{num} random N(0,1) inputs (no labeled {cfg.input_size}x{cfg.input_size} data here)"
 
 
-def _load(model_name: str) -> nn.Module:
-    """Embedded trained weights where the model has them (they set INT8 ranges), else the random init: FP32
-    latency does not depend on the weights."""
+def _load(model_name: str) -> tuple[nn.Module, str]:
+    """Embedded trained weights where the model has them, else seeded random ones (not the init values: at init
+    many per-channel constants are all zeros, onnxsim merges equal initializers, and the INT8 quantizer then
+    sees one tensor as both a conv bias and an SA scale and leaves those convs in float)."""
     from ..errors import SADeployError
 
     try:
-        return create_model(model_name, pretrained=True)
+        return create_model(model_name, pretrained=True), "embedded trained weights"
     except SADeployError:
-        return create_model(model_name)
+        return randomized(create_model(model_name)), "seeded random weights (SA parameters and BN statistics)"
+
+
+def randomized(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random SA parameters and BN statistics/affine of a plausible scale, in place; latency does not depend on
+    them, INT8 calibration ranges and the graph's initializers do."""
+    import torch
+
+    from ..models.sa_layer import SALayer
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, SALayer):
+                for name, p in m.named_parameters():
+                    centre = 1.0 if name in ("cbias", "sbias", "gn.weight") else 0.0
+                    p.copy_(centre + 0.5 * torch.randn(p.shape, generator=g))
+            elif isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.25)
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+    return model.eval()
 
 
 def build_variants(model_name: str, out_dir: str | Path, variants: tuple[str, ...] = VARIANTS,
@@ -87,7 +111,7 @@ def build_variants(model_name: str, out_dir: str | Path, variants: tuple[str, ..
     """Export the benchmark variants of ``model_name`` to ``out_dir/<model>_<variant>.onnx``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = _load(model_name)
+    model, weights = _load(model_name)
     path = {v: out / f"{model_name}_{v}.onnx" for v in VARIANTS}
     built: list[Variant] = []
     calib: tuple[list[np.ndarray], str] | None = None
@@ -111,5 +135,5 @@ def build_variants(model_name: str, out_dir: str | Path, variants: tuple[str, ..
                 note = f"{to_int8(path['fold'], path[v], v.split('-', 1)[1], calib[0])}; calibration: {calib[1]}"
             tag_variant(path[v], v, note)
         if v in variants:
-            built.append(Variant(model_name, v, path[v], note))
+            built.append(Variant(model_name, v, path[v], note, weights))
     return built

@@ -136,6 +136,27 @@ def markdown_table(rows: list[BenchRow]) -> str:
     return "\n".join(lines)
 
 
+KEY_RATIOS = (("fold", "floor"), ("naive", "floor"), ("reshape-transpose", "floor"), ("int8-cpu", "fold"),
+              ("int8-tensorrt", "fold"), ("fp16", "fold"))
+
+
+def key_ratios(rows: list[BenchRow]) -> str:
+    """Markdown table of the headline latency ratios (paired per round, median over rounds) per model and batch."""
+    by = {(r.group, r.variant, r.batch): r for r in rows}
+    pairs = [(a, b) for a, b in KEY_RATIOS if any(k[1] == a for k in by) and any(k[1] == b for k in by)]
+    if not pairs:
+        return ""
+    lines = ["| model | batch | " + " | ".join(f"{a} / {b}" for a, b in pairs) + " |",
+             "|---|---:|" + "---:|" * len(pairs)]
+    for group, batch in dict.fromkeys((r.group, r.batch) for r in rows):
+        cells = []
+        for a, b in pairs:
+            ra, rb = by.get((group, a, batch)), by.get((group, b, batch))
+            cells.append(f"{_paired_ratio(ra.round_medians_ms, rb.round_medians_ms):.3f}x" if ra and rb else "-")
+        lines.append(f"| {group} | {batch} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(rows: list[BenchRow], path: str | Path) -> Path:
     """One panel per (group, batch): median latency per variant, annotated with the ratio to the floor."""
     import matplotlib
@@ -169,7 +190,7 @@ def plot(rows: list[BenchRow], path: str | Path) -> Path:
 
 
 def write_report(rows: list[BenchRow], path: str | Path, command: str, machine: dict[str, str],
-                 notes: list[str] | None = None, chart: str | None = None) -> Path:
+                 notes: list[str] | None = None, chart: str | None = None, extra: str = "") -> Path:
     """RESULTS.md: machine, command, method, the table, notes (how each variant was produced)."""
     r0 = rows[0] if rows else None
     parts = ["# sa-deploy benchmark: onnxruntime CPU", "",
@@ -184,8 +205,13 @@ def write_report(rows: list[BenchRow], path: str | Path, command: str, machine: 
     if chart:
         parts += [f"![latency chart]({chart})", ""]
     parts += [markdown_table(rows), ""]
+    ratios = key_ratios(rows)
+    if ratios:
+        parts += ["Key latency ratios (paired per round, median over rounds; < 1 is faster):", "", ratios, ""]
     if notes:
         parts += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+    if extra:
+        parts += [extra, ""]
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(parts))
@@ -210,7 +236,7 @@ def artifacts_from_files(paths: list[str | Path]) -> list[Artifact]:
 
 def run_benchmark(artifacts: list[Artifact], out_dir: str | Path, command: str, batches: tuple[int, ...] = (1, 8),
                   rounds: int = 5, iters: int = 10, threads: int | None = None, notes: list[str] | None = None,
-                  progress=None) -> tuple[list[BenchRow], Path]:
+                  progress=None, extra: str = "") -> tuple[list[BenchRow], Path]:
     """Benchmark each group in turn and write RESULTS.md, results.json and latency.png into ``out_dir``."""
     import json
 
@@ -225,7 +251,7 @@ def run_benchmark(artifacts: list[Artifact], out_dir: str | Path, command: str, 
     machine = machine_info(threads)
     chart = plot(rows, out / "latency.png")
     produced = [f"{a.group} {a.name}: {a.note}" for a in artifacts if a.note]
-    report = write_report(rows, out / "RESULTS.md", command, machine, (notes or []) + produced, chart.name)
+    report = write_report(rows, out / "RESULTS.md", command, machine, (notes or []) + produced, chart.name, extra)
     (out / "results.json").write_text(json.dumps({"machine": machine, "command": command,
                                                   "rows": [r.to_dict() for r in rows]}, indent=1))
     return rows, report
