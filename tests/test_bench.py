@@ -16,7 +16,7 @@ VARIANTS = ["floor", "naive", "fold", "int8-cpu"]
 
 
 def _table_rows(md: str) -> list[list[str]]:
-    lines = [ln for ln in md.splitlines() if ln.startswith("| model ")]
+    lines = [ln for ln in md.splitlines() if ln.startswith("| model | variant |")]
     assert len(lines) == 1, "one results table"
     start = md.splitlines().index(lines[0])
     rows = []
@@ -36,6 +36,7 @@ def _check_table(md: str, variants: list[str], batches: list[int]) -> None:
         assert float(row[COLUMNS.index("median ms")]) > 0 and int(row[COLUMNS.index("nodes")]) > 0
     floor = [r for r in body if r[1] == "floor"]
     assert floor and all(r[COLUMNS.index("vs floor")] == "1.000x" for r in floor)
+    assert "| fold / floor |" in md  # the key-ratio table
 
 
 @pytest.fixture(scope="module")
