@@ -17,11 +17,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sa_deploy.cli.cmd_bench import add_bench_args, check_bench_args, print_rows  # noqa: E402
 from sa_deploy.cli.common import console  # noqa: E402
 from sa_deploy.validate.bench_variants import VARIANTS, build_variants  # noqa: E402
-from sa_deploy.validate.benchmark import Artifact, run_benchmark  # noqa: E402
+from sa_deploy.validate.benchmark import Artifact, paired_ratio, run_benchmark  # noqa: E402
 from sa_deploy.validate.profile import profile_markdown  # noqa: E402
 
 MODELS = ("sa_resnet50", "sa_mobilenetv2", "sa_resnet_cifar", "sa_mobilenetv2_cifar")
 PROFILED = ("floor", "fold", "int8-cpu")
+# issue 6's targets: (model, variant, reference, limit)
+TARGETS = (("sa_resnet50", "fold", "floor", 1.05), ("sa_resnet50", "int8-cpu", "fold", 0.55))
+
+
+def target_lines(rows, batches) -> list[str]:
+    out = []
+    for model, a, b, limit in TARGETS:
+        for batch in batches:
+            r = paired_ratio(rows, model, a, b, batch)
+            if r is not None:
+                verdict = "reached" if r <= limit else "NOT reached"
+                out.append(f"target {model} {a} / {b} <= {limit:.2f}x at batch {batch}: {r:.3f}x, {verdict}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             weights[name] = v.weights
     command = "PYTHONPATH=. python scripts/bench.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     notes = [f"{m} weights: {w}" for m, w in weights.items()]
+    notes.append("exact alternative forms of the fold gate, side by side in CPU time: benchmarks/gate_forms.md")
     profiled = args.profile if args.profile is not None else [m for m in args.models if m == "sa_resnet50"]
     extra = ""
     if profiled:
@@ -56,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     rows, report = run_benchmark(artifacts, args.out, command.strip(), tuple(args.batch), args.rounds, args.iters,
                                  args.threads, notes, progress=lambda m: console.print(m, style="dim"), extra=extra)
     print_rows(rows)
+    targets = target_lines(rows, args.batch)
+    if targets:  # appended so that the verdicts sit next to the numbers they come from
+        with open(report, "a") as f:
+            f.write("Targets (from this run):\n\n" + "".join(f"- {t}\n" for t in targets) + "\n")
+        console.print("\n".join(targets))
     console.print(f"wrote {report}")
     return 0
 

@@ -140,6 +140,13 @@ KEY_RATIOS = (("fold", "floor"), ("naive", "floor"), ("reshape-transpose", "floo
               ("int8-tensorrt", "fold"), ("fp16", "fold"))
 
 
+def paired_ratio(rows: list[BenchRow], group: str, a: str, b: str, batch: int) -> float | None:
+    """Latency of variant ``a`` over variant ``b`` (paired per round, median over rounds), if both were run."""
+    by = {(r.group, r.variant, r.batch): r for r in rows}
+    ra, rb = by.get((group, a, batch)), by.get((group, b, batch))
+    return _paired_ratio(ra.round_medians_ms, rb.round_medians_ms) if ra and rb else None
+
+
 def key_ratios(rows: list[BenchRow]) -> str:
     """Markdown table of the headline latency ratios (paired per round, median over rounds) per model and batch."""
     by = {(r.group, r.variant, r.batch): r for r in rows}
@@ -149,10 +156,7 @@ def key_ratios(rows: list[BenchRow]) -> str:
     lines = ["| model | batch | " + " | ".join(f"{a} / {b}" for a, b in pairs) + " |",
              "|---|---:|" + "---:|" * len(pairs)]
     for group, batch in dict.fromkeys((r.group, r.batch) for r in rows):
-        cells = []
-        for a, b in pairs:
-            ra, rb = by.get((group, a, batch)), by.get((group, b, batch))
-            cells.append(f"{_paired_ratio(ra.round_medians_ms, rb.round_medians_ms):.3f}x" if ra and rb else "-")
+        cells = [_ratio(paired_ratio(rows, group, a, b, batch)) for a, b in pairs]
         lines.append(f"| {group} | {batch} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
