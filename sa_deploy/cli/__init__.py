@@ -16,6 +16,7 @@ EPILOG = """examples:
   sa-deploy export --model sa_resnet_cifar --pretrained --lowering fold --out out/
   sa-deploy export --model sa_resnet50 --checkpoint sa_resnet50.pth.tar --lowering reshape-transpose
   sa-deploy inspect out/sa_resnet_cifar_fold.onnx
+  sa-deploy bench out/sa_resnet_cifar_fold.onnx out/sa_resnet_cifar_none.onnx --batch 1 8 --rounds 10
 """
 
 

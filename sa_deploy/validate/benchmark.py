@@ -231,6 +231,9 @@ def artifacts_from_files(paths: list[str | Path]) -> list[Artifact]:
     for p in paths:
         meta = read_onnx_metadata(load_onnx(p))
         name, note = read_tags(p)
+        if name == Path(p).stem and "lowering" in meta:  # an exported file: name it by its deploy config
+            name = "naive" if meta["lowering"] == "none" else meta["lowering"]
+            name += "" if meta.get("precision", "fp32") == "fp32" else f"-{meta['precision']}"
         out.append(Artifact(meta.get("model", "artifacts"), name, Path(p), note))
     names = [(a.group, a.name) for a in out]
     if len(set(names)) != len(names):  # two files with one tag: fall back to file names
