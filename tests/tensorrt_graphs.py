@@ -1,5 +1,6 @@
 """Test helpers: the ONNX graphs the TensorRT lint and builder are tested on, made the way our pipeline makes
-them. Stand-ins for ``calibration.int8`` (tensorrt / cpu flavours) and ``exporters.fp16`` until those merge."""
+them: ``pipeline_graphs`` uses the project's own converters (``exporters.fp16``, ``calibration.int8``);
+``quantize_qdq`` is a plain onnxruntime quantizer kept for deliberately wrong graphs (e.g. int32 biases)."""
 from __future__ import annotations
 
 import atexit
@@ -45,15 +46,19 @@ def quantize_qdq(src: Path, dst: Path, flavour: str = "tensorrt", input_size: in
 
 
 def to_fp16(src: Path, dst: Path) -> Path:
-    import warnings
+    from sa_deploy.exporters.fp16 import convert_fp16
 
-    from onnxconverter_common import float16
+    return convert_fp16(src, dst)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "float32 number ... will be truncated" for tiny weights
-        model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
-    onnx.save(model, str(dst))
-    return dst
+
+def quantize_project(src: Path, dst: Path, flavour: str, input_size: int = 32, batches: int = 4) -> Path:
+    """The project's INT8 quantizer (calibration.int8.quantize_int8, minmax) on seeded random batches."""
+    from sa_deploy.calibration.int8 import quantize_int8
+    from sa_deploy.calibration.sources import ArraySource
+
+    data = [np.random.default_rng(i).standard_normal((2, 3, input_size, input_size)).astype(np.float32)
+            for i in range(batches)]
+    return quantize_int8(src, dst, ArraySource(data), method="minmax", flavour=flavour).path
 
 
 def tiny_model(nodes: list, inputs: list, outputs: list, initializers: list | None = None,
@@ -91,6 +96,6 @@ def pipeline_graphs() -> dict[str, Path]:
             out[f"{short}_{lowering}"] = export_onnx(model, d / f"{short}_{lowering}.onnx", lowering).path
         fold = out[f"{short}_fold"]
         out[f"{short}_fp16"] = to_fp16(fold, d / f"{short}_fp16.onnx")
-        out[f"{short}_qdq"] = quantize_qdq(fold, d / f"{short}_qdq.onnx", "tensorrt")
-    out["resnet_qdq_cpu"] = quantize_qdq(out["resnet_fold"], d / "resnet_qdq_cpu.onnx", "cpu")
+        out[f"{short}_qdq"] = quantize_project(fold, d / f"{short}_qdq.onnx", "tensorrt")
+    out["resnet_qdq_cpu"] = quantize_project(out["resnet_fold"], d / "resnet_qdq_cpu.onnx", "cpu")
     return out

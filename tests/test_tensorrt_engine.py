@@ -39,12 +39,12 @@ def engines(tmp_path_factory):
     from sa_deploy.api import build_engine
     from sa_deploy.exporters.onnx import export_onnx
     from sa_deploy.models import create_model
-    from tensorrt_graphs import quantize_qdq, to_fp16
+    from tensorrt_graphs import quantize_project, to_fp16
 
     d = tmp_path_factory.mktemp("trt_engines")
     fp32 = export_onnx(randomize(create_model("sa_resnet50"), seed=7), d / "r50.onnx", "fold").path
     graphs = {"fp16": to_fp16(fp32, d / "r50_fp16.onnx"),
-              "int8": quantize_qdq(fp32, d / "r50_int8.onnx", "tensorrt", input_size=224, batches=8)}
+              "int8": quantize_project(fp32, d / "r50_int8.onnx", "tensorrt", input_size=224, batches=8)}
     cache = d / "timing.cache"
     built = {p: build_engine(graphs[p], d / f"r50_{p}.engine", p, 1, 4, 8, workspace_mb=2048, timing_cache=cache,
                              opt_level=3) for p in ("fp16", "int8")}

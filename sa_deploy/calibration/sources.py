@@ -197,6 +197,29 @@ class NpzSource:
         return h.hexdigest()[:16]
 
 
+class ArraySource:
+    """Already-preprocessed NCHW float32 batches held in memory (e.g. generated inputs for ImageNet-size models)."""
+
+    def __init__(self, batches: list[np.ndarray]) -> None:
+        if not batches:
+            raise DataSourceError("no calibration batches given")
+        self._inputs = np.concatenate([np.asarray(b, np.float32) for b in batches])
+        self.class_names: tuple[str, ...] = ()
+        self.labeled = False
+        self.skipped: list[Path] = []
+
+    def __len__(self) -> int:
+        return len(self._inputs)
+
+    def batches(self, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i in range(0, len(self._inputs), batch_size):
+            x = self._inputs[i:i + batch_size]
+            yield x, np.full(len(x), -1, np.int64)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(np.ascontiguousarray(self._inputs).tobytes()).hexdigest()[:16]
+
+
 def open_source(path: str | Path, cfg: PreprocessConfig, num: int | None = None,
                 seed: int = 0) -> ImageSource | NpzSource:
     """An image folder or an .npz file, preprocessed with ``cfg``."""

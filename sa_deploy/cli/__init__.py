@@ -10,7 +10,7 @@ import warnings
 from ..errors import SADeployError
 
 COMMANDS = ["cmd_list_models", "cmd_export", "cmd_inspect", "cmd_quantize", "cmd_validate", "cmd_run",
-            "cmd_lint", "cmd_build"]
+            "cmd_lint", "cmd_build", "cmd_bench"]
 
 EPILOG = """examples:
   sa-deploy list-models
@@ -23,6 +23,7 @@ EPILOG = """examples:
   sa-deploy fp16 out/sa_resnet_cifar_fold.onnx
   sa-deploy validate --model sa_resnet_cifar --pretrained --data ../shared/data/cifar10/val \\
       --artifacts out/sa_resnet_cifar_fold.onnx out/sa_resnet_cifar_fold_fp16.onnx --json out/validation.json
+  sa-deploy bench out/sa_resnet_cifar_fold.onnx out/sa_resnet_cifar_none.onnx --batch 1 8 --rounds 10
 """
 
 

@@ -22,6 +22,7 @@ Rules (id: what it checks):
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from ..exporters.metadata import read_onnx_metadata
 from ..onnx_info import load_onnx
 from .report import ERROR, WARNING, Finding, LintReport
 from .trt_ops import SUPPORTED, TABLE_MAX_OPSET, TABLE_SOURCE, UNSUPPORTED
@@ -291,8 +293,10 @@ def _check_qdq(g: _Graph, checked: dict[str, int], out: list[Finding]) -> None:
                     flag("qdq-pair", "QuantizeLinear and its DequantizeLinear use different scales", n, WARNING)
     if checked["qdq_nodes"]:
         checked["adds_with_qdq_inputs"] = 0
+        # nodes the quantizer deliberately kept float (e.g. the SA gate) are not missed fusions
+        kept_float = set(json.loads(read_onnx_metadata(g.model).get("float_nodes", "[]")))
         for n in g.nodes:
-            if n.op_type != "Add" or any(g.is_constant(t) for t in n.input):
+            if n.op_type != "Add" or n.name in kept_float or any(g.is_constant(t) for t in n.input):
                 continue
             if all(g.producer.get(t) is not None and g.producer[t].op_type == "DequantizeLinear" for t in n.input):
                 checked["adds_with_qdq_inputs"] += 1

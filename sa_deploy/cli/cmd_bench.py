@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from rich.table import Table
+
+from .common import console
+
+EXAMPLES = """examples:
+  sa-deploy bench out/sa_resnet50_fold.onnx out/sa_resnet50_none.onnx --batch 1 8 --rounds 10
+  python scripts/bench.py            # builds every variant of the registered models and benchmarks them
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="latency of ONNX artifacts on onnxruntime CPU, interleaved in rounds",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("artifacts", nargs="+", type=Path, help=".onnx files (grouped by the model in their metadata)")
+    add_bench_args(p)
+    p.add_argument("--out", type=Path, default=Path("benchmarks"),
+                   help="folder for RESULTS.md, results.json, latency.png (default: benchmarks/)")
+    p.set_defaults(func=run)
+
+
+def add_bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default: 1 8)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
+    p.add_argument("--iters", type=int, default=10, help="timed calls per variant per round (default: 10)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+
+
+def print_rows(rows) -> None:
+    from ..validate.benchmark import COLUMNS
+
+    table = Table(title="onnxruntime CPU latency")
+    for i, col in enumerate(COLUMNS):
+        table.add_column(col, justify="left" if i < 2 else "right")
+    for r in rows:
+        table.add_row(r.group, r.variant, str(r.batch), str(r.nodes), f"{r.size_bytes / 1e6:.2f}",
+                      f"{r.median_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.throughput:.1f}",
+                      "-" if r.vs_floor is None else f"{r.vs_floor:.3f}x",
+                      "-" if r.vs_naive is None else f"{r.vs_naive:.3f}x")
+    console.print(table)
+
+
+def check_bench_args(args: argparse.Namespace) -> None:
+    from ..errors import SADeployError
+
+    if args.rounds < 1 or args.iters < 1 or min(args.batch) < 1:
+        raise SADeployError("--rounds, --iters and --batch must be positive")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import SADeployError
+    from ..validate.benchmark import artifacts_from_files, run_benchmark
+
+    check_bench_args(args)
+    missing = [str(p) for p in args.artifacts if not p.is_file()]
+    if missing:
+        raise SADeployError(f"artifact not found: {', '.join(missing)}")
+    artifacts = artifacts_from_files(args.artifacts)
+    command = "sa-deploy " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "sa-deploy bench ..."
+    rows, report = run_benchmark(artifacts, args.out, command, tuple(args.batch), args.rounds, args.iters,
+                                 args.threads, progress=lambda m: console.print(m, style="dim"))
+    print_rows(rows)
+    console.print(f"wrote {report}")
+    return 0

@@ -1,0 +1,83 @@
+"""Build every benchmark variant of the registered SA models and time them on onnxruntime CPU.
+
+    PYTHONPATH=. python scripts/bench.py                       # all four models, batch 1 and 8 -> benchmarks/
+    PYTHONPATH=. python scripts/bench.py --models sa_resnet_cifar --rounds 1 --iters 2 --batch 1 --out /tmp/b
+
+Artifacts go to <out>/artifacts/ and are reused by later runs (--rebuild to export them again)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sa_deploy.cli.cmd_bench import add_bench_args, check_bench_args, print_rows  # noqa: E402
+from sa_deploy.cli.common import console  # noqa: E402
+from sa_deploy.validate.bench_variants import VARIANTS, build_variants  # noqa: E402
+from sa_deploy.validate.benchmark import Artifact, paired_ratio, run_benchmark  # noqa: E402
+from sa_deploy.validate.profile import profile_markdown  # noqa: E402
+
+MODELS = ("sa_resnet50", "sa_mobilenetv2", "sa_resnet_cifar", "sa_mobilenetv2_cifar")
+PROFILED = ("floor", "fold", "int8-cpu")
+# issue 6's targets: (model, variant, reference, limit)
+TARGETS = (("sa_resnet50", "fold", "floor", 1.05), ("sa_resnet50", "int8-cpu", "fold", 0.55))
+
+
+def target_lines(rows, batches) -> list[str]:
+    out = []
+    for model, a, b, limit in TARGETS:
+        for batch in batches:
+            r = paired_ratio(rows, model, a, b, batch)
+            if r is not None:
+                verdict = "reached" if r <= limit else "NOT reached"
+                out.append(f"target {model} {a} / {b} <= {limit:.2f}x at batch {batch}: {r:.3f}x, {verdict}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(MODELS), help=f"registered models (default: {MODELS})")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, metavar="VARIANT",
+                   help=f"variants to build and time (default: all of {', '.join(VARIANTS)})")
+    add_bench_args(p)
+    p.add_argument("--out", type=Path, default=Path("benchmarks"), help="output folder (default: benchmarks/)")
+    p.add_argument("--rebuild", action="store_true", help="export the artifacts again even if present")
+    p.add_argument("--profile", nargs="*", default=None, metavar="MODEL",
+                   help="add onnxruntime per-op-type profiles (batch 1) of these models' floor / fold / int8-cpu "
+                        "files to RESULTS.md (default: sa_resnet50 when benchmarked; none with an empty list)")
+    args = p.parse_args(argv)
+    check_bench_args(args)
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs advice per tensor
+    artifacts: list[Artifact] = []
+    weights: dict[str, str] = {}
+    for name in args.models:
+        console.print(f"building {name} variants", style="dim")
+        for v in build_variants(name, args.out / "artifacts", tuple(args.variants), reuse=not args.rebuild):
+            artifacts.append(Artifact(name, v.name, v.path, v.note))
+            weights[name] = v.weights
+    command = "PYTHONPATH=. python scripts/bench.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    notes = [f"{m} weights: {w}" for m, w in weights.items()]
+    notes.append("exact alternative forms of the fold gate, side by side in CPU time: benchmarks/gate_forms.md")
+    profiled = args.profile if args.profile is not None else [m for m in args.models if m == "sa_resnet50"]
+    extra = ""
+    if profiled:
+        console.print(f"profiling {', '.join(profiled)}", style="dim")
+        extra = profile_markdown({f"{a.group} {a.name}": a.path for a in artifacts if a.group in profiled
+                                  and a.name in PROFILED}, threads=args.threads)
+    rows, report = run_benchmark(artifacts, args.out, command.strip(), tuple(args.batch), args.rounds, args.iters,
+                                 args.threads, notes, progress=lambda m: console.print(m, style="dim"), extra=extra)
+    print_rows(rows)
+    targets = target_lines(rows, args.batch)
+    if targets:  # appended so that the verdicts sit next to the numbers they come from
+        with open(report, "a") as f:
+            f.write("Targets (from this run):\n\n" + "".join(f"- {t}\n" for t in targets) + "\n")
+        console.print("\n".join(targets))
+    console.print(f"wrote {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
