@@ -73,7 +73,8 @@ FLAVOURS: dict[str, Flavour] = {
 # The SA gate: statistics (ReduceMean, InstanceNormalization), the affine combination, Sigmoid and the gating Mul.
 # Kept in float by default: measured on sa_resnet_cifar (docs/precision.md) quantizing it costs accuracy and the
 # gate is elementwise work that TensorRT runs in fp16/fp32 anyway.
-SA_GATE_OPS = ("ReduceMean", "InstanceNormalization", "Sigmoid", "Mul", "Add")
+# the gate's spatial mean is GlobalAveragePool since the lowering change (ReduceMean before): both stay float
+SA_GATE_OPS = ("ReduceMean", "GlobalAveragePool", "InstanceNormalization", "Sigmoid", "Mul", "Add")
 
 
 @dataclass
