@@ -76,7 +76,7 @@ class MILExecutor:
         for op in self._ops:
             try:
                 result = KERNELS[op.type](self._args(op, env))
-            except (ValueError, NotImplementedError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError) as exc:  # UnsupportedFeatureError is a ValueError
                 raise SADeployError(f"reference executor failed on op {op.type} "
                                     f"({op.outputs[0].name}): {exc}") from exc
             results = result if isinstance(result, tuple) else (result,)

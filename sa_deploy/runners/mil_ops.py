@@ -10,6 +10,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+
+class UnsupportedFeatureError(ValueError):
+    """A known op used with an attribute value these kernels do not cover (never silently approximated)."""
+
 Kernel = Callable[[dict[str, Any]], Any]
 KERNELS: dict[str, Kernel] = {}
 
@@ -200,7 +204,7 @@ def _windows(x: np.ndarray, kernel_size: tuple[int, int], strides: list[int], di
 def _conv(a: dict[str, Any]) -> np.ndarray:
     x, w = _f(a["x"]), _f(a["weight"])
     if x.ndim != 4:
-        raise NotImplementedError(f"conv of rank {x.ndim} (only 2-D convolution is implemented)")
+        raise UnsupportedFeatureError(f"conv of rank {x.ndim} (only 2-D convolution is implemented)")
     groups = int(_scalar(a.get("groups", 1)))
     strides = _ints(a["strides"]) if a.get("strides") is not None else [1, 1]
     dilations = _ints(a["dilations"]) if a.get("dilations") is not None else [1, 1]
@@ -237,7 +241,7 @@ def _pool(reduce: str) -> Kernel:
         ksize = tuple(_ints(a["kernel_sizes"]))
         strides = _ints(a["strides"]) if a.get("strides") is not None else [1, 1]
         if bool(_scalar(a.get("ceil_mode", False))):
-            raise NotImplementedError("pooling with ceil_mode=True")
+            raise UnsupportedFeatureError("pooling with ceil_mode=True")
         pads = _padding(a, x.shape[2:], ksize, strides, [1, 1])
         fill = -np.inf if reduce == "max" else 0.0
         xp = np.pad(x, [(0, 0), (0, 0)] + pads, constant_values=fill)
@@ -339,7 +343,7 @@ def _lut_to_dense(a: dict[str, Any]) -> np.ndarray:
         return lut.reshape(-1)[flat].reshape(shape)
     # iOS18 form: lut (*blocks, 2**nbits, vector_size), indices unpacked with the output's shape
     if lut.shape[-1] != 1:
-        raise NotImplementedError("vector palettization (lut vector_size > 1)")
+        raise UnsupportedFeatureError("vector palettization (lut vector_size > 1)")
     blocks = lut.shape[:-2]
     table = lut[..., 0]  # (*blocks, K)
     block_index = [np.arange(d) // (d // b) for d, b in zip(indices.shape, blocks)]
