@@ -260,10 +260,10 @@ def _coreml_stage(plan: RunPlan, model, calib, out: Path, stages: Stages, artifa
         stages.skip("CoreML mlprogram", "coremltools not installed: pip install 'sa-deploy[coreml]'")
         return
     from .api import export_coreml
+
     for precision in plan.coreml_precisions:
         art = Artifact(f"coreml-{precision}", "coreml", precision if precision in ("fp32", "fp16") else "int8", None,
-                       "fold",
-                       precision)
+                       "fold", precision)
         with stages.stage(f"CoreML mlprogram ({precision})") as rec:
             res = export_coreml(model, out, precision=precision, lowering="fold", parity=False,
                                 calib=calib if precision == "w8a8" else None)
@@ -273,20 +273,17 @@ def _coreml_stage(plan: RunPlan, model, calib, out: Path, stages: Stages, artifa
 
 def _tensorrt_stage(plan: RunPlan, artifacts: list[Artifact], stages: Stages) -> None:
     onnx_arts = [a for a in artifacts if a.format == "onnx" and a.status == "ok"]
-    try:
-        from .lint.tensorrt import lint_onnx
-    except ImportError:
-        lint_onnx = None
-    if lint_onnx is not None:
-        with stages.stage("TensorRT offline lint") as rec:
-            results = {}
-            for art in onnx_arts:
-                rep = lint_onnx(art.path)
-                art.extra["tensorrt_lint"] = "pass" if rep.passed else "fail"
-                results[art.name] = rep.passed
-            failing = [n for n, ok in results.items() if not ok and "int8-cpu" not in n]
-            rec["reason"] = (f"{sum(results.values())}/{len(results)} pass (the cpu INT8 flavour uses uint8 "
-                             "activations, which TensorRT does not take)" + (f"; FAIL: {failing}" if failing else ""))
+    from .lint.tensorrt import lint_onnx
+
+    with stages.stage("TensorRT offline lint") as rec:
+        results = {}
+        for art in onnx_arts:
+            rep = lint_onnx(art.path)
+            art.extra["tensorrt_lint"] = "pass" if rep.passed else "fail"
+            results[art.name] = rep.passed
+        failing = [n for n, ok in results.items() if not ok and "int8-cpu" not in n]
+        rec["reason"] = (f"{sum(results.values())}/{len(results)} pass (the cpu INT8 flavour uses uint8 "
+                         "activations, which TensorRT does not take)" + (f"; FAIL: {failing}" if failing else ""))
     if not plan.tensorrt:
         stages.skip("TensorRT engines", "disabled in the plan")
         return
