@@ -26,8 +26,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sa_deploy.calibration.sources import ImageSource  # noqa: E402
 from sa_deploy.models import create_model  # noqa: E402
+from sa_deploy.plan import default_data_dir  # noqa: E402
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 
 def log(run_dir: Path, msg: str) -> None:
@@ -86,7 +86,8 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="sa_resnet_cifar")
-    p.add_argument("--data", type=Path, default=Path(os.environ.get("SA_DEPLOY_DATA", DEFAULT_DATA)))
+    p.add_argument("--data", type=Path, default=default_data_dir(),
+                   help="folder with train/ and val/ (default: $SA_DEPLOY_DATA or ../shared/data/cifar10)")
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--epochs", type=float, default=30.0)
     p.add_argument("--time-budget-min", type=float, default=None,
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --resume: re-size the remaining schedule to --epochs (e.g. to finish sooner)")
     p.add_argument("--export-to", type=Path, default=None, help="write <model>.pth + <model>.card.json here")
     args = p.parse_args(argv)
+    if args.data is None:
+        p.error("CIFAR-10 image folders not found: pass --data DIR (with train/ and val/) or set SA_DEPLOY_DATA")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

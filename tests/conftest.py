@@ -9,7 +9,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CIFAR = Path(os.environ.get("SA_DEPLOY_DATA", ROOT.parent / "shared" / "data" / "cifar10"))
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -33,6 +32,9 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 @pytest.fixture(scope="session")
 def cifar_dir() -> Path:
-    if not (CIFAR / "train").is_dir():
-        pytest.skip(f"CIFAR-10 images not found at {CIFAR} (set SA_DEPLOY_DATA)")
-    return CIFAR
+    from sa_deploy.plan import default_data_dir
+
+    root = default_data_dir()
+    if root is None or not (root / "train").is_dir():
+        pytest.skip("CIFAR-10 images not found at ../shared/data/cifar10 (set SA_DEPLOY_DATA)")
+    return root
