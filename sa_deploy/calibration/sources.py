@@ -143,41 +143,20 @@ class ImageSource:
         return h.hexdigest()[:16]
 
 
-class NpzSource:
-    """Arrays from an .npz: ``images`` (N,H,W,3) uint8 (preprocessed here) or ``inputs`` (N,3,H,W) float32
-    (used as they are); optional ``labels`` (N,)."""
+class ArraySource:
+    """Already-preprocessed NCHW float32 inputs held in memory, with labels (-1 = unlabeled); the base of NpzSource
+    and what generated inputs for ImageNet-size models are wrapped in."""
 
-    def __init__(self, path: str | Path, cfg: PreprocessConfig, num: int | None = None) -> None:
-        self.root = Path(path)
-        self.cfg = cfg
+    def __init__(self, batches: list[np.ndarray], labels: np.ndarray | None = None) -> None:
+        if not batches:
+            raise DataSourceError("no calibration batches given")
+        self._set(np.concatenate([np.asarray(b, np.float32) for b in batches]), labels)
+        self.class_names: tuple[str, ...] = ()
+
+    def _set(self, inputs: np.ndarray, labels: np.ndarray | None) -> None:
+        self._inputs = inputs
+        self._labels = (np.asarray(labels, np.int64) if labels is not None else np.full(len(inputs), -1, np.int64))
         self.skipped: list[Path] = []
-        try:
-            with np.load(self.root, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as exc:
-            raise DataSourceError(f"cannot read {self.root} as .npz without pickles: {exc}") from None
-        if "inputs" in arrays:
-            x = arrays["inputs"].astype(np.float32)
-            want = (3, cfg.input_size, cfg.input_size)
-            if x.ndim != 4 or x.shape[1:] != want:
-                raise DataSourceError(f"{self.root}: 'inputs' has shape {x.shape}, expected (N, {want[0]}, "
-                                      f"{want[1]}, {want[2]})")
-            self._inputs = x
-        elif "images" in arrays:
-            imgs = arrays["images"]
-            if imgs.ndim != 4 or imgs.shape[-1] != 3:
-                raise DataSourceError(f"{self.root}: 'images' has shape {imgs.shape}, expected (N, H, W, 3) uint8")
-            crops = [resize_crop(Image.fromarray(im.astype(np.uint8)), cfg) for im in imgs]
-            self._inputs = normalize(np.stack(crops), cfg)
-        else:
-            raise DataSourceError(f"{self.root} has neither 'images' (N,H,W,3 uint8) nor 'inputs' (N,3,H,W float32)")
-        n = len(self._inputs) if num is None else min(num, len(self._inputs))
-        if n == 0:
-            raise DataSourceError(f"{self.root} holds no samples")
-        self._inputs = self._inputs[:n]
-        labels = arrays.get("labels")
-        self._labels = (labels[:n].astype(np.int64) if labels is not None else np.full(n, -1, np.int64))
-        self.class_names: tuple[str, ...] = tuple(cfg.class_names) if labels is not None else ()
 
     @property
     def labeled(self) -> bool:
@@ -191,33 +170,48 @@ class NpzSource:
             yield self._inputs[i:i + batch_size], self._labels[i:i + batch_size]
 
     def fingerprint(self) -> str:
+        return hashlib.sha256(np.ascontiguousarray(self._inputs).tobytes()).hexdigest()[:16]
+
+
+class NpzSource(ArraySource):
+    """Arrays from an .npz: ``images`` (N,H,W,3) uint8 (preprocessed here) or ``inputs`` (N,3,H,W float32)
+    (used as they are); optional ``labels`` (N,)."""
+
+    def __init__(self, path: str | Path, cfg: PreprocessConfig, num: int | None = None) -> None:
+        self.root = Path(path)
+        self.cfg = cfg
+        try:
+            with np.load(self.root, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as exc:
+            raise DataSourceError(f"cannot read {self.root} as .npz without pickles: {exc}") from None
+        if "inputs" in arrays:
+            x = arrays["inputs"].astype(np.float32)
+            want = (3, cfg.input_size, cfg.input_size)
+            if x.ndim != 4 or x.shape[1:] != want:
+                raise DataSourceError(f"{self.root}: 'inputs' has shape {x.shape}, expected (N, {want[0]}, "
+                                      f"{want[1]}, {want[2]})")
+        elif "images" in arrays:
+            imgs = arrays["images"]
+            if imgs.ndim != 4 or imgs.shape[-1] != 3:
+                raise DataSourceError(f"{self.root}: 'images' has shape {imgs.shape}, expected (N, H, W, 3) uint8")
+            crops = [resize_crop(Image.fromarray(im.astype(np.uint8)), cfg) for im in imgs]
+            x = normalize(np.stack(crops), cfg)
+        else:
+            raise DataSourceError(f"{self.root} has neither 'images' (N,H,W,3 uint8) nor 'inputs' (N,3,H,W float32)")
+        n = len(x) if num is None else min(num, len(x))
+        if n == 0:
+            raise DataSourceError(f"{self.root} holds no samples")
+        labels = arrays.get("labels")
+        self._set(x[:n], labels[:n] if labels is not None else None)
+        self.class_names = tuple(cfg.class_names) if labels is not None else ()
+
+    def fingerprint(self) -> str:
+        # the preprocessing is part of what was calibrated on
         h = hashlib.sha256(self.cfg.to_json().encode())
         h.update(np.ascontiguousarray(self._inputs).tobytes())
         h.update(self._labels.tobytes())
         return h.hexdigest()[:16]
-
-
-class ArraySource:
-    """Already-preprocessed NCHW float32 batches held in memory (e.g. generated inputs for ImageNet-size models)."""
-
-    def __init__(self, batches: list[np.ndarray]) -> None:
-        if not batches:
-            raise DataSourceError("no calibration batches given")
-        self._inputs = np.concatenate([np.asarray(b, np.float32) for b in batches])
-        self.class_names: tuple[str, ...] = ()
-        self.labeled = False
-        self.skipped: list[Path] = []
-
-    def __len__(self) -> int:
-        return len(self._inputs)
-
-    def batches(self, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for i in range(0, len(self._inputs), batch_size):
-            x = self._inputs[i:i + batch_size]
-            yield x, np.full(len(x), -1, np.int64)
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(np.ascontiguousarray(self._inputs).tobytes()).hexdigest()[:16]
 
 
 def open_source(path: str | Path, cfg: PreprocessConfig, num: int | None = None,
