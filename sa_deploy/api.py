@@ -112,8 +112,9 @@ def deploy_preprocess(onnx_path: str | Path):
 
 def quantize(fp32_onnx: str | Path, calib: str | Path, out: str | Path | None = None, method: str = "entropy",
              flavour: str = "tensorrt", num: int | None = 500, exclude_nodes: tuple[str, ...] = (),
-             cache_dir: str | Path | None = None, keep_sa_gate_float: bool = True):
-    """INT8 Q/DQ ONNX from an FP32 export, calibrated on ``calib`` (image folder or .npz) -> QuantizeResult."""
+             cache_dir: str | Path | None = None, keep_sa_gate_float: bool | None = None):
+    """INT8 Q/DQ ONNX from an FP32 export, calibrated on ``calib`` (image folder or .npz) -> QuantizeResult.
+    ``keep_sa_gate_float`` None: the flavour's default (float gate for tensorrt, quantized for cpu)."""
     from .calibration.int8 import quantize_int8
     from .calibration.sources import open_source
 

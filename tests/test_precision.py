@@ -121,6 +121,19 @@ def test_cpu_flavour_uint8_activations_int8_weights(artifacts):
     assert np.dtype(np.int8) in weight_types
 
 
+def test_sa_gate_precision_follows_the_flavour(artifacts, fp32_onnx, calib, work):
+    """cpu quantizes the SA gate by default (onnxruntime runs it as QLinear ops), tensorrt keeps it float."""
+    assert artifacts["cpu"].excluded_nodes == []
+    m = onnx.load(str(artifacts["cpu"].path))
+    producer = {o: n for n in m.graph.node for o in n.output}
+    sigmoids = [n for n in m.graph.node if n.op_type == "Sigmoid"]
+    assert len(sigmoids) == 9 and all(producer[n.input[0]].op_type == "DequantizeLinear" for n in sigmoids)
+    # the override: a float gate for the cpu flavour (ranges from the cache)
+    r = quantize_int8(fp32_onnx, work / "m_int8_cpu_gatef.onnx", calib, "minmax", "cpu", cache_dir=artifacts["cache"],
+                      keep_sa_gate_float=True)
+    assert r.cache_hit and set(r.excluded_nodes) == set(sa_gate_nodes(onnx.load(str(fp32_onnx))))
+
+
 def test_int8_metadata_and_result(artifacts, fp32_onnx):
     trt = artifacts["trt"]
     meta = read_onnx_metadata(onnx.load(str(trt.path)))

@@ -16,7 +16,9 @@ EXAMPLES = """examples:
 
 INT8 flavours: tensorrt = s8 symmetric activations and weights (zero point 0), per-channel weights on axis 0,
 Q/DQ on both residual Add inputs; cpu = u8 activations + s8 per-channel weights (fast on onnxruntime CPU).
-The SA gate (ReduceMean, InstanceNormalization, Sigmoid, gating Mul/Add) stays float unless --quantize-sa-gate.
+The SA gate (GlobalAveragePool, InstanceNormalization, Sigmoid, gating Mul/Add) follows the flavour: float for
+tensorrt (it runs the gate's pointwise chain fused in fp16/fp32), quantized for cpu (onnxruntime's QLinear kernels;
+same top-1 on the embedded models, 0.52x instead of 0.72x FP32 latency); --sa-gate float|int8 overrides it.
 Calibration ranges are cached per (model file, calibration data, method) in --cache-dir and reused by both flavours.
 """
 
@@ -34,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="output file (default: next to MODEL, suffixed _int8_<flavour>_<method> "
                                             "or _fp16)")
     p.add_argument("--exclude-nodes", nargs="+", default=[], metavar="NODE", help="node names kept in float")
-    p.add_argument("--quantize-sa-gate", action="store_true", help="also quantize the SA gate ops")
+    p.add_argument("--sa-gate", choices=["float", "int8"], default=None,
+                   help="SA gate precision (default: float for --flavour tensorrt, int8 for --flavour cpu)")
     p.add_argument("--cache-dir", type=Path, help="calibration range cache folder (reused when still valid)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.num is not None and args.num < 1:
         raise SADeployError(f"--num must be at least 1, got {args.num}")
     res = api.quantize(args.model, args.calib, args.out, args.method, args.flavour, args.num,
-                       tuple(args.exclude_nodes), args.cache_dir, keep_sa_gate_float=not args.quantize_sa_gate)
+                       tuple(args.exclude_nodes), args.cache_dir, keep_sa_gate_float=None if args.sa_gate is None else args.sa_gate == "float")
     if args.json:
         print(json.dumps(res.to_dict(), indent=2))
         return 0
