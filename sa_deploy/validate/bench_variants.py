@@ -1,7 +1,8 @@
 """The ONNX variants the benchmark compares for one registered model, built into a folder (reused if present).
 
 naive (lowering none + onnxsim), reshape-transpose, fold, floor (same backbone with every ``sa`` replaced by
-nn.Identity: what SA costs is measured against it), and fold converted to fp16, int8-cpu and int8-tensorrt."""
+nn.Identity: what SA costs is measured against it), and fold converted to fp16, int8-cpu and int8-tensorrt (each
+flavour's default SA-gate precision), plus int8-cpu-float-gate (the cpu flavour with the gate kept float)."""
 from __future__ import annotations
 
 import copy
@@ -18,7 +19,9 @@ from ..exporters.onnx import export_onnx, random_inputs
 from ..models import create_model
 from .precision_fallback import to_fp16, to_int8
 
-VARIANTS = ("floor", "naive", "reshape-transpose", "fold", "fp16", "int8-cpu", "int8-tensorrt")
+VARIANTS = ("floor", "naive", "reshape-transpose", "fold", "fp16", "int8-cpu", "int8-cpu-float-gate", "int8-tensorrt")
+# INT8 variants: (flavour, keep the SA gate float; None = the flavour's default)
+INT8_VARIANTS = {"int8-cpu": ("cpu", None), "int8-cpu-float-gate": ("cpu", True), "int8-tensorrt": ("tensorrt", None)}
 VARIANT_KEY = PREFIX + "bench_variant"
 NOTE_KEY = PREFIX + "bench_note"
 CIFAR_TRAIN = Path(os.environ.get("SA_DEPLOY_DATA", Path(__file__).resolve().parents[3] / "shared" / "data" /
@@ -116,8 +119,7 @@ def build_variants(model_name: str, out_dir: str | Path, variants: tuple[str, ..
     built: list[Variant] = []
     calib: tuple[list[np.ndarray], str] | None = None
     # fp16/int8 are converted from the fold file, so it is built whenever one of them is asked for
-    needed = [v for v in VARIANTS if v in variants or (v == "fold" and {"fp16", "int8-cpu", "int8-tensorrt"}
-                                                        & set(variants))]
+    needed = [v for v in VARIANTS if v in variants or (v == "fold" and {"fp16", *INT8_VARIANTS} & set(variants))]
     for v in needed:
         note = ""
         if reuse and path[v].is_file():
@@ -132,7 +134,8 @@ def build_variants(model_name: str, out_dir: str | Path, variants: tuple[str, ..
             else:
                 if calib is None:
                     calib = calibration_batches(model, calib_images)
-                note = f"{to_int8(path['fold'], path[v], v.split('-', 1)[1], calib[0])}; calibration: {calib[1]}"
+                flavour, gate_float = INT8_VARIANTS[v]
+                note = f"{to_int8(path['fold'], path[v], flavour, calib[0], gate_float)}; calibration: {calib[1]}"
             tag_variant(path[v], v, note)
         if v in variants:
             built.append(Variant(model_name, v, path[v], note, weights))

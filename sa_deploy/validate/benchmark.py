@@ -137,7 +137,7 @@ def markdown_table(rows: list[BenchRow]) -> str:
 
 
 KEY_RATIOS = (("fold", "floor"), ("naive", "floor"), ("reshape-transpose", "floor"), ("int8-cpu", "fold"),
-              ("int8-tensorrt", "fold"), ("fp16", "fold"))
+              ("int8-cpu-float-gate", "fold"), ("int8-tensorrt", "fold"), ("fp16", "fold"))
 
 
 def paired_ratio(rows: list[BenchRow], group: str, a: str, b: str, batch: int) -> float | None:

@@ -16,13 +16,17 @@ def to_fp16(src: str | Path, dst: str | Path) -> str:
     return "sa_deploy.exporters.fp16.convert_fp16 (FP32 I/O)"
 
 
-def to_int8(src: str | Path, dst: str | Path, flavour: str, calib: list[np.ndarray]) -> str:
+def to_int8(src: str | Path, dst: str | Path, flavour: str, calib: list[np.ndarray],
+            keep_sa_gate_float: bool | None = None) -> str:
     """Static Q/DQ INT8, MinMax calibration. ``cpu``: u8 activations + s8 per-channel weights (the fast flavour on
-    onnxruntime CPU); ``tensorrt``: s8 symmetric activations and weights (what TensorRT consumes)."""
+    onnxruntime CPU); ``tensorrt``: s8 symmetric activations and weights (what TensorRT consumes).
+    ``keep_sa_gate_float`` None: the flavour's default."""
     from ..calibration.int8 import quantize_int8
     from ..calibration.sources import ArraySource
 
     if flavour not in INT8_FLAVOURS:
         raise ValueError(f"unknown INT8 flavour {flavour!r}; choose one of {INT8_FLAVOURS}")
-    quantize_int8(src, dst, ArraySource(calib), method="minmax", flavour=flavour)
-    return f"sa_deploy.calibration.int8.quantize_int8(minmax, flavour={flavour})"
+    r = quantize_int8(src, dst, ArraySource(calib), method="minmax", flavour=flavour,
+                      keep_sa_gate_float=keep_sa_gate_float)
+    gate = "SA gate float" if r.excluded_nodes else "SA gate int8"
+    return f"sa_deploy.calibration.int8.quantize_int8(minmax, flavour={flavour}, {gate})"
