@@ -51,16 +51,18 @@ def main() -> int:
     results = {}
     for method in args.methods:
         for flavour in ("tensorrt", "cpu"):
-            for gate_float in ((True, False) if method == "entropy" else (True,)):
-                name = f"{args.model}_int8_{flavour}_{method}{'' if gate_float else '_gateq'}.onnx"
-                r = quantize_int8(fp32, args.out / name, calib, method, flavour, cache_dir=args.out / "cache",
+            # entropy: both SA-gate precisions; other methods: the flavour's default gate
+            for gate_float in ((True, False) if method == "entropy" else (None,)):
+                r = quantize_int8(fp32, args.out / "tmp.onnx", calib, method, flavour, cache_dir=args.out / "cache",
                                   keep_sa_gate_float=gate_float)
+                name = f"{args.model}_int8_{flavour}_{method}_gate-{'float' if r.excluded_nodes else 'int8'}.onnx"
+                r.path = r.path.replace(args.out / name)
                 times[name] = {"seconds": round(r.seconds, 1), "cache_hit": r.cache_hit}
                 arts.append(r.path)
     report = validate_artifacts(TorchRunner(model, args.threads), arts,
                                 open_source(args.data, model.preprocess, num=args.num), threads=args.threads)
     sens_src = open_source(args.data, model.preprocess, num=64)
-    sens = tensor_sensitivity(fp32, args.out / f"{args.model}_int8_tensorrt_entropy.onnx", sens_src)
+    sens = tensor_sensitivity(fp32, args.out / f"{args.model}_int8_tensorrt_entropy_gate-float.onnx", sens_src)
     results = {"report": report.to_dict(), "quantize_times": times,
                "sqnr_worst_loss": [s.to_dict() for s in sens[:8]],
                "sqnr_lowest": [s.to_dict() for s in sorted(sens, key=lambda s: s.sqnr_db)[:5]]}
