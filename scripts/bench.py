@@ -21,7 +21,7 @@ from sa_deploy.validate.benchmark import Artifact, paired_ratio, run_benchmark  
 from sa_deploy.validate.profile import profile_markdown  # noqa: E402
 
 MODELS = ("sa_resnet50", "sa_mobilenetv2", "sa_resnet_cifar", "sa_mobilenetv2_cifar")
-PROFILED = ("floor", "fold", "int8-cpu")
+PROFILED = ("floor", "fold", "int8-cpu", "int8-cpu-float-gate")
 # issue 6's targets: (model, variant, reference, limit)
 TARGETS = (("sa_resnet50", "fold", "floor", 1.05), ("sa_resnet50", "int8-cpu", "fold", 0.55))
 
@@ -46,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("benchmarks"), help="output folder (default: benchmarks/)")
     p.add_argument("--rebuild", action="store_true", help="export the artifacts again even if present")
     p.add_argument("--profile", nargs="*", default=None, metavar="MODEL",
-                   help="add onnxruntime per-op-type profiles (batch 1) of these models' floor / fold / int8-cpu "
+                   help="add onnxruntime per-op-type profiles of these models' floor / fold / int8-cpu(-float-gate) "
                         "files to RESULTS.md (default: sa_resnet50 when benchmarked; none with an empty list)")
+    p.add_argument("--profile-batch", type=int, nargs="+", default=[1], metavar="N",
+                   help="batch sizes of the profiles (default: 1)")
     args = p.parse_args(argv)
     check_bench_args(args)
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs advice per tensor
@@ -65,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = ""
     if profiled:
         console.print(f"profiling {', '.join(profiled)}", style="dim")
-        extra = profile_markdown({f"{a.group} {a.name}": a.path for a in artifacts if a.group in profiled
-                                  and a.name in PROFILED}, threads=args.threads)
+        files = {f"{a.group} {a.name}": a.path for a in artifacts if a.group in profiled and a.name in PROFILED}
+        extra = "\n".join(profile_markdown(files, batch=b, threads=args.threads) for b in args.profile_batch)
     rows, report = run_benchmark(artifacts, args.out, command.strip(), tuple(args.batch), args.rounds, args.iters,
                                  args.threads, notes, progress=lambda m: console.print(m, style="dim"), extra=extra)
     print_rows(rows)
