@@ -134,6 +134,17 @@ def test_sa_gate_precision_follows_the_flavour(artifacts, fp32_onnx, calib, work
     assert r.cache_hit and set(r.excluded_nodes) == set(sa_gate_nodes(onnx.load(str(fp32_onnx))))
 
 
+def test_cli_sa_gate_override(fp32_onnx, work, capsys):
+    npz = work / "few.npz"
+    np.savez(npz, images=np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8))
+    for gate, excluded in (("float", 9 * 6), ("int8", 0)):
+        out = work / f"cli_gate_{gate}.onnx"
+        capsys.readouterr()
+        assert main(["quantize", str(fp32_onnx), "--calib", str(npz), "--method", "minmax", "--flavour", "cpu",
+                     "--sa-gate", gate, "--out", str(out), "--json"]) == 0
+        assert len(json.loads(capsys.readouterr().out)["excluded_nodes"]) == excluded
+
+
 def test_int8_metadata_and_result(artifacts, fp32_onnx):
     trt = artifacts["trt"]
     meta = read_onnx_metadata(onnx.load(str(trt.path)))
