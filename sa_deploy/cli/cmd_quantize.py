@@ -17,8 +17,9 @@ EXAMPLES = """examples:
 INT8 flavours: tensorrt = s8 symmetric activations and weights (zero point 0), per-channel weights on axis 0,
 Q/DQ on both residual Add inputs; cpu = u8 activations + s8 per-channel weights (fast on onnxruntime CPU).
 The SA gate (GlobalAveragePool, InstanceNormalization, Sigmoid, gating Mul/Add) follows the flavour: float for
-tensorrt (it runs the gate's pointwise chain fused in fp16/fp32), quantized for cpu (onnxruntime's QLinear kernels;
-same top-1 on the embedded models, 0.52x instead of 0.72x FP32 latency); --sa-gate float|int8 overrides it.
+tensorrt (it runs the gate's pointwise chain fused in fp16/fp32), quantized for cpu (onnxruntime's QLinear
+kernels; top-1 within 0.18 points on the embedded models, 0.52x instead of 0.73x FP32 latency);
+--sa-gate float|int8 overrides it.
 Calibration ranges are cached per (model file, calibration data, method) in --cache-dir and reused by both flavours.
 """
 
