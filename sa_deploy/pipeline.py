@@ -149,7 +149,7 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
             q = quantize_int8(base.path, art.path, calib, method=plan.int8_method, flavour=flavour,
                               cache_dir=out / "calib_cache")
             art.extra["quantize"] = {k: v for k, v in _as_dict(q).items() if k != "path"}
-            art.variant = f"int8 {flavour}, SA gate {'float' if q.excluded_nodes else 'int8'}"
+            art.variant = f"int8 {flavour}, SA gate {q.sa_gate}"
         artifacts.append(_mark(art, rec))
 
     _coreml_stage(plan, model, calib, out, stages, artifacts)

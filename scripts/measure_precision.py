@@ -55,7 +55,7 @@ def main() -> int:
             for gate_float in ((True, False) if method == "entropy" else (None,)):
                 r = quantize_int8(fp32, args.out / "tmp.onnx", calib, method, flavour, cache_dir=args.out / "cache",
                                   keep_sa_gate_float=gate_float)
-                name = f"{args.model}_int8_{flavour}_{method}_gate-{'float' if r.excluded_nodes else 'int8'}.onnx"
+                name = f"{args.model}_int8_{flavour}_{method}_gate-{r.sa_gate}.onnx"
                 r.path = r.path.replace(args.out / name)
                 times[name] = {"seconds": round(r.seconds, 1), "cache_hit": r.cache_hit}
                 arts.append(r.path)

@@ -123,7 +123,8 @@ def test_cpu_flavour_uint8_activations_int8_weights(artifacts):
 
 def test_sa_gate_precision_follows_the_flavour(artifacts, fp32_onnx, calib, work):
     """cpu quantizes the SA gate by default (onnxruntime runs it as QLinear ops), tensorrt keeps it float."""
-    assert artifacts["cpu"].excluded_nodes == []
+    assert artifacts["cpu"].excluded_nodes == [] and artifacts["cpu"].sa_gate == "int8"
+    assert artifacts["trt"].sa_gate == "float"
     m = onnx.load(str(artifacts["cpu"].path))
     producer = {o: n for n in m.graph.node for o in n.output}
     sigmoids = [n for n in m.graph.node if n.op_type == "Sigmoid"]
@@ -131,7 +132,8 @@ def test_sa_gate_precision_follows_the_flavour(artifacts, fp32_onnx, calib, work
     # the override: a float gate for the cpu flavour (ranges from the cache)
     r = quantize_int8(fp32_onnx, work / "m_int8_cpu_gatef.onnx", calib, "minmax", "cpu", cache_dir=artifacts["cache"],
                       keep_sa_gate_float=True)
-    assert r.cache_hit and set(r.excluded_nodes) == set(sa_gate_nodes(onnx.load(str(fp32_onnx))))
+    assert r.cache_hit and r.sa_gate == "float"
+    assert set(r.excluded_nodes) == set(sa_gate_nodes(onnx.load(str(fp32_onnx))))
 
 
 def test_cli_sa_gate_override(fp32_onnx, work, capsys):

@@ -92,6 +92,11 @@ class QuantizeResult:
     seconds: float = 0.0
     data_fingerprint: str = ""
     ranges_path: Path | None = None
+    sa_gate_float: bool = False  # the resolved gate precision (excluded_nodes may also hold user / fallback nodes)
+
+    @property
+    def sa_gate(self) -> str:
+        return "float" if self.sa_gate_float else "int8"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -140,8 +145,8 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, source: BatchSour
     """Static INT8 Q/DQ quantization of an FP32 ONNX file; ``source`` is a calibration source (ImageSource/NpzSource).
 
     ``exclude_nodes`` (node names of the FP32 graph) stay in float, as does the SA gate when
-    ``keep_sa_gate_float`` (None: the flavour's default, float for tensorrt and quantized for cpu). Tensor ranges are cached in ``cache_dir`` (reused only for the same model file,
-    data fingerprint and method)."""
+    ``keep_sa_gate_float`` (None: the flavour's default, float for tensorrt and quantized for cpu). Tensor ranges
+    are cached in ``cache_dir`` (reused only for the same model file, data fingerprint and method)."""
     check_choice(method, METHODS, "calibration method")
     check_choice(flavour, FLAVOURS, "INT8 flavour")
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
@@ -185,7 +190,8 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, source: BatchSour
                                   "float_nodes": json.dumps(excluded)})
             onnx.save(q, str(tmp_out))
     return QuantizeResult(out_path, method, flavour, len(source), cache_hit, excluded,
-                          time.perf_counter() - t0, fingerprint, ranges if cache_dir is not None else None)
+                          time.perf_counter() - t0, fingerprint, ranges if cache_dir is not None else None,
+                          keep_sa_gate_float)
 
 
 class _quiet_ort_logging:

@@ -28,5 +28,4 @@ def to_int8(src: str | Path, dst: str | Path, flavour: str, calib: list[np.ndarr
         raise ValueError(f"unknown INT8 flavour {flavour!r}; choose one of {INT8_FLAVOURS}")
     r = quantize_int8(src, dst, ArraySource(calib), method="minmax", flavour=flavour,
                       keep_sa_gate_float=keep_sa_gate_float)
-    gate = "SA gate float" if r.excluded_nodes else "SA gate int8"
-    return f"sa_deploy.calibration.int8.quantize_int8(minmax, flavour={flavour}, {gate})"
+    return f"sa_deploy.calibration.int8.quantize_int8(minmax, flavour={flavour}, SA gate {r.sa_gate})"
