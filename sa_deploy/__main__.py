@@ -1,3 +1,3 @@
-from .cli import main
+from sa_deploy.cli import main
 
 raise SystemExit(main())

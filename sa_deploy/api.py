@@ -1,18 +1,37 @@
-"""Python API mirroring the CLI: ``from sa_deploy.api import export, ...``."""
+"""Python API mirroring the CLI: ``from sa_deploy.api import export, ...``.
+
+This is the one orchestration surface: the CLI commands and every stage of ``sa-deploy run`` (pipeline.py) call
+these functions, so an artifact is named, built, checked and validated the same way whichever door it came in by."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
-from .exporters.coreml import CoreMLExport  # noqa: F401  (no coremltools import at module level)
-from .exporters.onnx import OnnxExport, export_onnx, random_inputs
-from .exporters.tensorrt import EngineBuild, build_engine  # noqa: F401  (re-exported; imports tensorrt lazily)
-from .lint import LintReport, lint_onnx  # noqa: F401  (re-exported)
-from .models import create_model  # noqa: F401  (re-exported)
-from .runners import OnnxRuntimeRunner, TorchRunner
-from .validate.parity import ParityStats, check_parity
+from sa_deploy.backends import OnnxRuntimeRunner, TorchRunner
+from sa_deploy.backends.coreml.export import CoreMLExport  # noqa: F401  (no coremltools import at module level)
+from sa_deploy.backends.lint_report import LintReport  # noqa: F401  (re-exported)
+from sa_deploy.backends.trt.build import EngineBuild, build_engine  # noqa: F401  (re-exported; lazy tensorrt)
+from sa_deploy.backends.trt.lint import lint_onnx  # noqa: F401  (re-exported)
+from sa_deploy.errors import SADeployError
+from sa_deploy.exporters.onnx import OnnxExport, export_onnx, random_inputs
+from sa_deploy.models import create_model  # noqa: F401  (re-exported)
+from sa_deploy.models.deploy_config import deploy_config_of
+from sa_deploy.validate.parity import ParityStats, check_parity
+
+
+def artifact_name(*parts: str, suffix: str) -> str:
+    """The one naming scheme: parts joined by '_' — ``<model>_<lowering>[_<precision>...]<suffix>`` for exports,
+    ``<source stem>_<derivation>...<suffix>`` for files converted from another artifact."""
+    return "_".join(p for p in parts if p) + suffix
+
+
+def derived_path(source: str | Path, *parts: str, suffix: str | None = None) -> Path:
+    """Where a file converted from ``source`` goes by default: beside it, named after it."""
+    source = Path(source)
+    return source.with_name(artifact_name(source.stem, *parts, suffix=suffix or source.suffix))
 
 
 @dataclass
@@ -25,15 +44,15 @@ def onnx_parity(model: nn.Module, path: str | Path, input_size: int, batches: tu
                 precision: str = "fp32") -> list[ParityStats]:
     """Parity of an ONNX file vs the PyTorch model at several batch sizes through the same file."""
     inputs = [random_inputs(input_size, b, seed=100 + b) for b in batches]
-    with OnnxRuntimeRunner(path) as runner:
-        return check_parity(runner, TorchRunner(model), inputs, precision)
+    with OnnxRuntimeRunner(path) as runner, TorchRunner(model) as reference:
+        return check_parity(runner, reference, inputs, precision)
 
 
 def export(model: nn.Module, out_dir: str | Path, lowering: str = "fold", input_size: int | None = None,
            simplify: bool = True, parity: bool = True, filename: str | None = None) -> ExportResult:
     """Export ``model`` (from ``create_model``) to ``out_dir/<model>_<lowering>.onnx`` and check parity."""
-    name = getattr(model, "sa_name", type(model).__name__)
-    path = Path(out_dir) / (filename or f"{name}_{lowering}.onnx")
+    name = deploy_config_of(model).name
+    path = Path(out_dir) / (filename or artifact_name(name, lowering, suffix=".onnx"))
     exp = export_onnx(model, path, lowering, input_size, simplify)
     stats = onnx_parity(model, path, exp.input_size) if parity else []
     return ExportResult(exp, stats)
@@ -50,13 +69,25 @@ def coreml_parity(model: nn.Module, path: str | Path, input_size: int, precision
                   inputs: list | None = None, backend: str = "auto") -> tuple[list[ParityStats], str]:
     """Parity of an .mlpackage vs the PyTorch model through the common runner interface (tolerance class from
     the CoreML precision: fp32, fp16, or int8 for the compressed variants)."""
-    from .exporters.coreml import PARITY_CLASS
-    from .runners.coreml import CoreMLRunner
+    from sa_deploy.backends.coreml.runner import CoreMLRunner
 
     inputs = inputs if inputs is not None else [random_inputs(input_size, 4, seed=104)]
-    with CoreMLRunner(path, backend) as runner:
-        stats = check_parity(runner, TorchRunner(model), inputs, PARITY_CLASS[precision])
+    with CoreMLRunner(path, backend) as runner, TorchRunner(model) as reference:
+        stats = check_parity(runner, reference, inputs, precision)
         return stats, runner.name
+
+
+def _batches(calib: Any, preprocess, num: int | None) -> list | None:
+    """NCHW float batches from an image folder / .npz path, a source with ``batches(bs)``, or batches as given."""
+    from sa_deploy.data.sources import open_source
+
+    if calib is None:
+        return None
+    if isinstance(calib, (str, Path)):
+        calib = open_source(calib, preprocess, num=num)
+    if hasattr(calib, "batches"):
+        return [x for x, _ in calib.batches(32)]
+    return list(calib)
 
 
 def export_coreml(model: nn.Module, out_dir: str | Path, precision: str = "fp32", lowering: str = "fold",
@@ -66,36 +97,29 @@ def export_coreml(model: nn.Module, out_dir: str | Path, precision: str = "fp32"
                   filename: str | None = None) -> CoreMLResult:
     """Export ``model`` to ``out_dir/<model>_<lowering>_<precision>.mlpackage`` and check parity.
 
-    ``calib`` (w8a8): an image folder / .npz path, a source with ``batches(bs)`` (calibration.sources), or NCHW
+    ``calib`` (w8a8): an image folder / .npz path, a source with ``batches(bs)`` (data.sources), or NCHW
     float batches.
     ``parity_inputs``: NCHW float batches (default: one random batch of 4; for image-input models pass inputs made
     from real uint8 images if the check runs on macOS)."""
-    from .calibration.sources import open_source
-    from .exporters.coreml import export_coreml as _export
+    from sa_deploy.backends.coreml.export import export_coreml as _export
 
-    preprocess = model.preprocess if input_size is None else model.preprocess.with_input_size(input_size)
-    batches = None
-    if isinstance(calib, (str, Path)):
-        calib = open_source(calib, preprocess, num=calib_num)
-    if hasattr(calib, "batches"):
-        batches = [x for x, _ in calib.batches(32)]
-    elif calib is not None:  # already NCHW float batches
-        batches = list(calib)
-    name = getattr(model, "sa_name", type(model).__name__)
-    path = Path(out_dir) / (filename or f"{name}_{lowering}_{precision}.mlpackage")
+    deploy = deploy_config_of(model).with_input_size(input_size)
+    batches = _batches(calib, deploy.preprocess, calib_num)
+    path = Path(out_dir) / (filename or artifact_name(deploy.name, lowering, precision, suffix=".mlpackage"))
     exp = _export(model, path, lowering, precision, batches, image_input, classifier, deployment_target, input_size)
     if not parity:
         return CoreMLResult(exp)
     stats, runner = coreml_parity(model, path, exp.input_size, precision, parity_inputs)
     return CoreMLResult(exp, stats, runner)
+
+
 # --- precision: INT8 / FP16 artifacts and their accuracy -----------------------------------------------------------
 
 def deploy_preprocess(onnx_path: str | Path):
     """The PreprocessConfig an artifact carries in its metadata (one-line error if it has none)."""
     import onnx
 
-    from .errors import SADeployError
-    from .exporters.metadata import preprocess_from_metadata, read_onnx_metadata
+    from sa_deploy.exporters.metadata import preprocess_from_metadata, read_onnx_metadata
 
     p = Path(onnx_path)
     if not p.is_file():
@@ -110,58 +134,115 @@ def deploy_preprocess(onnx_path: str | Path):
     return cfg
 
 
-def quantize(fp32_onnx: str | Path, calib: str | Path, out: str | Path | None = None, method: str = "entropy",
+def _source(data: Any, preprocess, num: int | None):
+    """A labeled/calibration source from a path (folder or .npz), or the source object itself."""
+    from sa_deploy.data.sources import open_source
+
+    return open_source(data, preprocess, num=num) if isinstance(data, (str, Path)) else data
+
+
+def quantize(fp32_onnx: str | Path, calib: Any, out: str | Path | None = None, method: str = "entropy",
              flavour: str = "tensorrt", num: int | None = 500, exclude_nodes: tuple[str, ...] = (),
              cache_dir: str | Path | None = None, keep_sa_gate_float: bool | None = None):
-    """INT8 Q/DQ ONNX from an FP32 export, calibrated on ``calib`` (image folder or .npz) -> QuantizeResult.
-    ``keep_sa_gate_float`` None: the flavour's default (float gate for tensorrt, quantized for cpu)."""
-    from .calibration.int8 import quantize_int8
-    from .calibration.sources import open_source
+    """INT8 Q/DQ ONNX from an FP32 export, calibrated on ``calib`` (image folder, .npz, or a source object)
+    -> QuantizeResult. ``keep_sa_gate_float`` None: the flavour's default (float gate for tensorrt, quantized
+    for cpu). Default output: ``<fp32 stem>_int8_<flavour>_<method>.onnx`` beside the input."""
+    from sa_deploy.calibration.int8 import quantize_int8
 
     fp32_onnx = Path(fp32_onnx)
-    source = open_source(calib, deploy_preprocess(fp32_onnx), num=num)
-    out = Path(out) if out else fp32_onnx.with_name(f"{fp32_onnx.stem}_int8_{flavour}_{method}.onnx")
+    source = _source(calib, deploy_preprocess(fp32_onnx), num)
+    out = Path(out) if out else derived_path(fp32_onnx, "int8", flavour, method)
     return quantize_int8(fp32_onnx, out, source, method, flavour, exclude_nodes, cache_dir, keep_sa_gate_float)
 
 
 def fp16(fp32_onnx: str | Path, out: str | Path | None = None, block_list: list[str] | None = None) -> Path:
-    """FP16 ONNX (FP32 inputs/outputs) from an FP32 export -> its path."""
-    from .exporters.fp16 import convert_fp16
+    """FP16 ONNX (FP32 inputs/outputs) from an FP32 export -> its path (default ``<fp32 stem>_fp16.onnx``)."""
+    from sa_deploy.exporters.fp16 import convert_fp16
 
     fp32_onnx = Path(fp32_onnx)
     deploy_preprocess(fp32_onnx)  # same one-line errors as quantize for a missing / foreign file
-    return convert_fp16(fp32_onnx, out or fp32_onnx.with_name(f"{fp32_onnx.stem}_fp16.onnx"), block_list)
+    return convert_fp16(fp32_onnx, out or derived_path(fp32_onnx, "fp16"), block_list)
 
 
-def validate(model: nn.Module, data: str | Path, artifacts: list[str | Path], max_drop: float | None = None,
-             num: int | None = None, batch_size: int = 64, progress: bool = True, threads: int | None = None):
+def sensitivity(fp32_onnx: str | Path, int8_onnx: str | Path, calib: Any, num: int = 64) -> list:
+    """Per-tensor SQNR of an INT8 file vs the FP32 file it came from, worst local damage first."""
+    from sa_deploy.calibration.sensitivity import tensor_sensitivity
+
+    return tensor_sensitivity(fp32_onnx, int8_onnx, _source(calib, deploy_preprocess(fp32_onnx), num))
+
+
+def validate(model: nn.Module, data: Any, artifacts: list[str | Path], max_drop: float | None = None,
+             num: int | None = None, batch_size: int = 64, progress: bool = True, threads: int | None = None,
+             auto_fallback: bool = False, calib: Any = None, cache_dir: str | Path | None = None):
     """Top-1/top-5 of PyTorch FP32 and each artifact on labeled images, drop vs PyTorch, parity ->
-    ValidationReport (call ``report.raise_if_failed()`` for the budget gate)."""
-    from .calibration.sources import open_source
-    from .validate.accuracy import validate_artifacts
+    ValidationReport (call ``report.raise_if_failed()`` for the budget gate).
 
-    source = open_source(data, model.preprocess, num=num)
-    return validate_artifacts(TorchRunner(model, threads), artifacts, source, max_drop, batch_size, progress,
-                              threads=threads)
+    ``auto_fallback``: each INT8 artifact over budget is re-quantized (``int8_fallback``, calibrated on ``calib``)
+    from the FP32 ONNX among ``artifacts`` it was made from; the fixed file's row is added and the original row
+    says ``replaced_by`` (it no longer gates). ``report.fallbacks`` lists what each fallback did."""
+    from sa_deploy.validate.accuracy import validate_artifacts
+
+    if auto_fallback and calib is None:
+        raise SADeployError("auto-fallback needs calibration images (--calib DIR|FILE.npz) to re-calibrate on")
+    source = _source(data, deploy_config_of(model).preprocess, num)
+    report = validate_artifacts(TorchRunner(model, threads), artifacts, source, max_drop, batch_size, progress,
+                                threads=threads)
+    if auto_fallback:
+        _fallback_over_budget(model, report, [Path(a) for a in artifacts], source, calib, cache_dir, batch_size,
+                              progress, threads)
+    return report
 
 
-def int8_fallback(model: nn.Module, fp32_onnx: str | Path, int8_onnx: str | Path, data: str | Path,
-                  calib: str | Path, max_drop: float = 1.0, num: int | None = None, calib_num: int | None = 500,
+def _fallback_over_budget(model: nn.Module, report, artifacts: list[Path], source, calib: Any,
+                          cache_dir: str | Path | None, batch_size: int, progress: bool, threads: int | None) -> None:
+    """Re-quantize each INT8 artifact of ``report`` over budget; add the fixed artifact's row."""
+    import onnx
+
+    from sa_deploy.exporters.metadata import read_onnx_metadata
+    from sa_deploy.util.hashing import file_sha256
+    from sa_deploy.validate.accuracy import artifact_precision, predict, score
+
+    fp32_by_sha = {file_sha256(a): a for a in artifacts if a.suffix == ".onnx" and artifact_precision(a) == "fp32"}
+    ref = None
+    for row in list(report.results):
+        path = next(a for a in artifacts if a.name == row.name)
+        if row.passed or row.precision != "int8":
+            continue
+        src_sha = read_onnx_metadata(onnx.load(str(path), load_external_data=False)).get("source_onnx_sha256")
+        fp32 = fp32_by_sha.get(src_sha or "")
+        if fp32 is None:
+            raise SADeployError(f"auto-fallback: pass the FP32 ONNX that {path.name} was quantized from among "
+                                "the artifacts")
+        res = int8_fallback(model, fp32, path, source, calib, row.max_drop, cache_dir=cache_dir)
+        fixed = res.quantize.path
+        with OnnxRuntimeRunner(fixed, threads) as runner:
+            pred = predict(runner, source, batch_size, fixed.name, progress)
+        if ref is None:
+            with TorchRunner(model, threads) as reference:
+                ref = predict(reference, source, batch_size, "pytorch fp32", progress)
+        report.results.append(score(fixed.name, "int8", pred, ref, report.reference.top1, row.max_drop))
+        row.details["replaced_by"] = str(fixed)
+        report.fallbacks.append({"artifact": str(path), **res.to_dict()})
+
+
+def int8_fallback(model: nn.Module, fp32_onnx: str | Path, int8_onnx: str | Path, data: Any,
+                  calib: Any, max_drop: float = 1.0, num: int | None = None, calib_num: int | None = 500,
                   out: str | Path | None = None, cache_dir: str | Path | None = None, max_rounds: int = 5):
     """Re-quantize ``int8_onnx`` (same method/flavour) keeping its worst-SQNR nodes in float until its top-1 drop
-    on ``data`` is within ``max_drop`` -> FallbackResult."""
+    on ``data`` is within ``max_drop`` -> FallbackResult. Default output: ``<int8 stem>_fallback.onnx``."""
     import json
+    import warnings
 
     import onnx
 
-    from .calibration.sensitivity import auto_fallback
-    from .calibration.sources import open_source
-    from .exporters.metadata import read_onnx_metadata
-    from .validate.accuracy import predict, topk_accuracy
+    from sa_deploy.calibration.sensitivity import auto_fallback
+    from sa_deploy.exporters.metadata import read_onnx_metadata
+    from sa_deploy.validate.accuracy import predict, topk_accuracy
 
     meta = read_onnx_metadata(onnx.load(str(int8_onnx), load_external_data=False))
-    eval_src = open_source(data, model.preprocess, num=num)
-    ref = predict(TorchRunner(model), eval_src, desc="pytorch fp32")
+    eval_src = _source(data, deploy_config_of(model).preprocess, num)
+    with TorchRunner(model) as reference:
+        ref = predict(reference, eval_src, desc="pytorch fp32")
     top1_ref = topk_accuracy(ref.logits, ref.labels, 1)
 
     def drop_of(path: Path) -> float:
@@ -170,15 +251,13 @@ def int8_fallback(model: nn.Module, fp32_onnx: str | Path, int8_onnx: str | Path
         return top1_ref - topk_accuracy(pred.logits, pred.labels, 1)
 
     int8_onnx = Path(int8_onnx)
-    out = Path(out) if out else int8_onnx.with_name(f"{int8_onnx.stem}_fallback.onnx")
+    out = Path(out) if out else derived_path(int8_onnx, "fallback")
     cfg = deploy_preprocess(fp32_onnx)
-    calib_src = open_source(calib, cfg, num=calib_num)
+    calib_src = _source(calib, cfg, calib_num)
     if meta.get("calibration_fingerprint") and meta["calibration_fingerprint"] != calib_src.fingerprint():
-        import warnings
-
-        warnings.warn(f"--calib differs from the data {int8_onnx.name} was calibrated on; the fallback "
-                      "re-calibrates on --calib", stacklevel=2)
-    sens_src = open_source(calib, cfg, num=64)  # SQNR needs few images; it runs both graphs on each
+        warnings.warn(f"the calibration data differs from the data {int8_onnx.name} was calibrated on; the "
+                      "fallback re-calibrates on it", stacklevel=2)
+    sens_src = _source(calib, cfg, 64)  # SQNR needs few images; it runs both graphs on each
     return auto_fallback(fp32_onnx, out, calib_src, drop_of, max_drop, meta.get("calibration_method", "entropy"),
                          meta.get("int8_flavour", "tensorrt"), json.loads(meta.get("float_nodes", "[]")),
                          cache_dir, max_rounds=max_rounds, sensitivity_source=sens_src)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import time
 import traceback
 from contextlib import contextmanager
@@ -17,14 +16,15 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from . import __version__
-from .calibration.sources import ImageSource
-from .errors import SADeployError
-from .models import create_model
-from .models.checkpoint import file_sha256
-from .plan import RunPlan, resolve_data
-from .runners import OnnxRuntimeRunner, Runner, TorchRunner, open_runner
-from .validate.accuracy import Predictions, predict, score
+from sa_deploy import __version__, api
+from sa_deploy.backends import TorchRunner, open_runner, unavailable_reason
+from sa_deploy.data.sources import ImageSource
+from sa_deploy.errors import SADeployError
+from sa_deploy.models import create_model
+from sa_deploy.plan import RunPlan, resolve_data
+from sa_deploy.util.machine import machine_info
+from sa_deploy.validate.accuracy import Predictions, predict, score
+from sa_deploy.validate.parity import tolerance_class
 
 
 @dataclass
@@ -86,24 +86,6 @@ class Stages:
         self.log(f"[{len(self.records)}] {name}: skipped ({reason})")
 
 
-def machine_info() -> dict:
-    import onnxruntime
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = os.cpu_count()
-    return {"cpu": cpu, "cores": cores, "python": platform.python_version(), "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "sa_deploy": __version__,
-            "summary": f"{cpu}, {cores} cores, onnxruntime {onnxruntime.__version__}, torch {torch.__version__}"}
-
-
 def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
     """Runs the whole plan and writes the report; returns the report dict."""
     t_start = time.perf_counter()
@@ -112,17 +94,17 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages(log)
     model = create_model(plan.model, checkpoint=plan.checkpoint, pretrained=plan.checkpoint is None)
-    cfg = model.preprocess
+    deploy = model.deploy_config
+    cfg = deploy.preprocess
     val = ImageSource(val_dir, cfg, num=plan.val_num, seed=plan.seed)
     calib = ImageSource(calib_dir, cfg, num=plan.calib_num, seed=plan.seed)
     artifacts: list[Artifact] = []
 
     for lowering in plan.lowerings:
-        art = Artifact(f"onnx-{lowering}-fp32", "onnx", "fp32", out / f"{plan.model}_{lowering}.onnx", lowering)
+        art = Artifact(f"onnx-{lowering}-fp32", "onnx", "fp32", out / api.artifact_name(deploy.name, lowering,
+                                                                                          suffix=".onnx"), lowering)
         with stages.stage(f"export ONNX ({lowering}) + onnxsim") as rec:
-            from .api import export
-
-            res = export(model, out, lowering=lowering, parity=True)
+            res = api.export(model, out, lowering=lowering, parity=True)
             art.extra["nodes"] = res.export.nodes
             art.extra["export_parity"] = [s.to_dict() for s in res.parity]
         _mark(art, rec)
@@ -132,22 +114,18 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
         raise SADeployError("no ONNX export succeeded; see the stage notes above")
 
     if plan.fp16:
-        art = Artifact("onnx-fp16", "onnx", "fp16", out / f"{plan.model}_{base.lowering}_fp16.onnx", base.lowering)
+        art = Artifact("onnx-fp16", "onnx", "fp16", api.derived_path(base.path, "fp16"), base.lowering)
         with stages.stage("FP16 ONNX") as rec:
-            from .exporters.fp16 import convert_fp16
-
-            convert_fp16(base.path, art.path)
+            api.fp16(base.path, art.path)
         artifacts.append(_mark(art, rec))
 
     for flavour in plan.int8_flavours:
         art = Artifact(f"onnx-int8-{flavour}", "onnx", "int8",
-                       out / f"{plan.model}_{base.lowering}_int8_{flavour}.onnx", base.lowering,
+                       api.derived_path(base.path, "int8", flavour, plan.int8_method), base.lowering,
                        f"int8 {flavour}")
         with stages.stage(f"INT8 Q/DQ ({flavour}, {plan.int8_method}, {plan.calib_num} calibration images)") as rec:
-            from .calibration.int8 import quantize_int8
-
-            q = quantize_int8(base.path, art.path, calib, method=plan.int8_method, flavour=flavour,
-                              cache_dir=out / "calib_cache")
+            q = api.quantize(base.path, calib, art.path, method=plan.int8_method, flavour=flavour,
+                             cache_dir=out / "calib_cache")
             art.extra["quantize"] = {k: v for k, v in _as_dict(q).items() if k != "path"}
             art.variant = f"int8 {flavour}, SA gate {q.sa_gate}"
         artifacts.append(_mark(art, rec))
@@ -159,19 +137,17 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
     int8_trt = next((a for a in artifacts if a.name == "onnx-int8-tensorrt" and a.status == "ok"), None)
     if plan.sensitivity and int8_trt is not None:
         with stages.stage("INT8 per-layer sensitivity (SQNR)"):
-            from .calibration.sensitivity import tensor_sensitivity
-
             probe = ImageSource(calib_dir, cfg, num=min(64, plan.calib_num), seed=plan.seed + 1)
-            report_sensitivity = [r.to_dict() for r in tensor_sensitivity(base.path, int8_trt.path, probe)]
+            report_sensitivity = [r.to_dict() for r in api.sensitivity(base.path, int8_trt.path, probe)]
 
     reference: dict[str, Any] = {}
     with stages.stage(f"accuracy + parity on {len(val)} validation images"):
-        torch_runner = TorchRunner(model, plan.threads)
-        ref_pred = predict(torch_runner, val, desc="pytorch fp32")
+        with TorchRunner(model, plan.threads) as torch_runner:
+            ref_pred = predict(torch_runner, val, desc="pytorch fp32")
+            x1 = next(val.batches(plan.latency_batch))[0]
+            ref_latency = float(np.median(torch_runner.latency_ms(x1, iters=plan.latency_iters)))
         ref = score("pytorch fp32", "fp32", ref_pred)
-        reference = {"top1": ref.top1, "top5": ref.top5, "images": ref.num_images}
-        x1 = next(val.batches(plan.latency_batch))[0]
-        reference["latency_ms"] = float(np.median(torch_runner.latency_ms(x1, iters=plan.latency_iters)))
+        reference = {"top1": ref.top1, "top5": ref.top5, "images": ref.num_images, "latency_ms": ref_latency}
         # CoreML off macOS runs in the numpy reference executor (slow): a stratified subset, with its own reference
         subset = None
         for art in artifacts:
@@ -181,7 +157,8 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
             if art.format == "coreml" and plan.coreml_val_num and plan.coreml_val_num < len(val):
                 if subset is None:
                     sub = ImageSource(val_dir, cfg, num=plan.coreml_val_num, seed=plan.seed)
-                    subset = (sub, predict(torch_runner, sub, desc="pytorch fp32 (subset)"))
+                    with TorchRunner(model, plan.threads) as torch_runner:
+                        subset = (sub, predict(torch_runner, sub, desc="pytorch fp32 (subset)"))
                 source, ref_of_source = subset
             try:
                 _evaluate(art, source, ref_of_source, x1, plan)
@@ -192,8 +169,7 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
     passed = _apply_budget(plan, artifacts)
     report = {
         "sa_deploy_version": __version__, "plan": plan.to_dict(), "machine": machine_info(),
-        "model": {"name": plan.model, "checkpoint": model.checkpoint_path,
-                  "checkpoint_sha256": file_sha256(model.checkpoint_path) if model.checkpoint_path else None,
+        "model": {"name": deploy.name, "checkpoint": deploy.checkpoint, "checkpoint_sha256": deploy.checkpoint_sha256,
                   "parameters": int(sum(p.numel() for p in model.parameters())), "preprocess": cfg.to_dict()},
         "data": {"val": str(val_dir), "val_images": len(val), "val_skipped": len(val.skipped),
                  "calib": str(calib_dir), "calib_images": len(calib)},
@@ -202,7 +178,7 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
         "budget": {"int8_max_drop": plan.int8_max_drop, "fp16_max_drop": plan.fp16_max_drop}, "passed": passed,
         "seconds": round(time.perf_counter() - t_start, 1),
     }
-    from .report.render import write_report
+    from sa_deploy.report.render import write_report
 
     report["files"] = {k: str(v) for k, v in write_report(report, out).items()}
     return report
@@ -210,7 +186,7 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
 
 def _evaluate(art: Artifact, source, ref: Predictions, x1: np.ndarray, plan: RunPlan) -> None:
     """Top-1/top-5, drop and parity vs PyTorch on the same images, the plan's budget, and latency."""
-    budget = {"int8": plan.int8_max_drop, "fp16": plan.fp16_max_drop}.get(art.precision, plan.fp16_max_drop)
+    budget = plan.int8_max_drop if tolerance_class(art.precision) == "int8" else plan.fp16_max_drop
     with open_runner(art.path, plan.threads) as runner:
         res = score(art.name, art.precision, predict(runner, source, desc=art.name), ref, max_drop=budget)
         iters = plan.latency_iters if art.format != "coreml" else max(1, plan.latency_iters // 10)
@@ -255,31 +231,25 @@ def _coreml_stage(plan: RunPlan, model, calib, out: Path, stages: Stages, artifa
         return
     # off macOS coremltools logs that it cannot load its runtime; expected (the runner column says what ran)
     logging.getLogger("coremltools").setLevel(logging.ERROR)
-    try:
-        import coremltools  # noqa: F401
-    except ImportError:
-        stages.skip("CoreML mlprogram", "coremltools not installed: pip install 'sa-deploy[coreml]'")
+    reason = unavailable_reason("coreml")
+    if reason:
+        stages.skip("CoreML mlprogram", reason)
         return
-    from .api import export_coreml
-
     for precision in plan.coreml_precisions:
-        art = Artifact(f"coreml-{precision}", "coreml", precision if precision in ("fp32", "fp16") else "int8", None,
-                       "fold", precision)
+        art = Artifact(f"coreml-{precision}", "coreml", precision, None, "fold", precision)
         with stages.stage(f"CoreML mlprogram ({precision})") as rec:
-            res = export_coreml(model, out, precision=precision, lowering="fold", parity=False,
-                                calib=calib if precision == "w8a8" else None)
+            res = api.export_coreml(model, out, precision=precision, lowering="fold", parity=False,
+                                    calib=calib if precision == "w8a8" else None)
             art.path = Path(res.export.path)
         artifacts.append(_mark(art, rec))
 
 
 def _tensorrt_stage(plan: RunPlan, artifacts: list[Artifact], stages: Stages) -> None:
     onnx_arts = [a for a in artifacts if a.format == "onnx" and a.status == "ok"]
-    from .lint.tensorrt import lint_onnx
-
     with stages.stage("TensorRT offline lint") as rec:
         results = {}
         for art in onnx_arts:
-            rep = lint_onnx(art.path)
+            rep = api.lint_onnx(art.path)
             art.extra["tensorrt_lint"] = "pass" if rep.passed else "fail"
             results[art.name] = rep.passed
         failing = [n for n, ok in results.items() if not ok and "int8-cpu" not in n]
@@ -288,24 +258,15 @@ def _tensorrt_stage(plan: RunPlan, artifacts: list[Artifact], stages: Stages) ->
     if not plan.tensorrt:
         stages.skip("TensorRT engines", "disabled in the plan")
         return
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        stages.skip("TensorRT engines", "tensorrt not installed (needs NVIDIA's index and a CUDA GPU): "
-                                        "pip install 'sa-deploy[tensorrt]'")
+    reason = unavailable_reason("tensorrt")
+    if reason:
+        stages.skip("TensorRT engines", reason)
         return
-    import torch
-
-    if not torch.cuda.is_available():
-        stages.skip("TensorRT engines", "no CUDA GPU visible")
-        return
-    from .exporters.tensorrt import build_engine
-
     for src_name, precision in (("onnx-fp16", "fp16"), ("onnx-int8-tensorrt", "int8")):
         src = next((a for a in onnx_arts if a.name == src_name), None)
         if src is None:
             continue
         art = Artifact(f"tensorrt-{precision}", "tensorrt", precision, src.path.with_suffix(".engine"), src.lowering)
         with stages.stage(f"TensorRT engine ({precision})") as rec:
-            build_engine(src.path, art.path, precision=precision)
+            api.build_engine(src.path, art.path, precision=precision)
         artifacts.append(_mark(art, rec))

@@ -1,13 +1,11 @@
 """What `sa-deploy run` does, as data: defaults, a YAML file, then command-line overrides."""
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .errors import SADeployError
-
-DATA_ENV = "SA_DEPLOY_DATA"
+from sa_deploy.data.resolve import resolve_labeled_dirs
+from sa_deploy.errors import SADeployError
 
 
 @dataclass
@@ -68,25 +66,6 @@ def load_plan(path: str | Path | None, overrides: dict | None = None) -> RunPlan
     return plan.apply(overrides or {})
 
 
-def default_data_dir() -> Path | None:
-    """$SA_DEPLOY_DATA, else ../shared/data/cifar10 next to the project or the working directory."""
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV])
-    here = Path(__file__).resolve().parents[1]
-    for base in (here, Path.cwd()):
-        for cand in (base.parent / "shared" / "data" / "cifar10", base / "shared" / "data" / "cifar10"):
-            if (cand / "val").is_dir():
-                return cand
-    return None
-
-
 def resolve_data(plan: RunPlan) -> tuple[Path, Path]:
-    """(calibration folder, validation folder) for the plan, with one clear error if they are absent."""
-    root = Path(plan.data) if plan.data else default_data_dir()
-    calib = Path(plan.calib) if plan.calib else (root / "train" if root else None)
-    val = Path(plan.val) if plan.val else (root / "val" if root else None)
-    if calib is None or val is None or not val.is_dir() or not calib.is_dir():
-        where = str(root) if root else "../shared/data/cifar10"
-        raise SADeployError(f"labeled images not found at {where} (need train/ and val/ class folders): pass "
-                            f"--data DIR or set {DATA_ENV}")
-    return calib, val
+    """(calibration folder, validation folder) for the plan (sa_deploy.data.resolve decides)."""
+    return resolve_labeled_dirs(plan.data, plan.calib, plan.val)

@@ -1,7 +1,7 @@
 """Build every benchmark variant of the registered SA models and time them on onnxruntime CPU.
 
-    PYTHONPATH=. python scripts/bench.py                       # all four models, batch 1 and 8 -> benchmarks/
-    PYTHONPATH=. python scripts/bench.py --models sa_resnet_cifar --rounds 1 --iters 2 --batch 1 --out /tmp/b
+    python scripts/bench.py                       # all four models, batch 1 and 8 -> benchmarks/
+    python scripts/bench.py --models sa_resnet_cifar --rounds 1 --iters 2 --batch 1 --out /tmp/b
 
 Artifacts go to <out>/artifacts/ and are reused by later runs (--rebuild to export them again)."""
 from __future__ import annotations
@@ -12,13 +12,12 @@ import shlex
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sa_deploy.cli.cmd_bench import add_bench_args, check_bench_args, print_rows  # noqa: E402
-from sa_deploy.cli.common import console  # noqa: E402
-from sa_deploy.validate.bench_variants import VARIANTS, build_variants  # noqa: E402
-from sa_deploy.validate.benchmark import Artifact, paired_ratio, run_benchmark  # noqa: E402
-from sa_deploy.validate.profile import profile_markdown  # noqa: E402
+from sa_deploy.bench.profile import profile_markdown
+from sa_deploy.bench.timing import Artifact, run_benchmark
+from sa_deploy.bench.variants import VARIANTS, build_variants
+from sa_deploy.cli.cmd_bench import add_bench_args, check_bench_args, print_rows
+from sa_deploy.cli.common import console
+from sa_deploy.report.bench import paired_ratio
 
 MODELS = ("sa_resnet50", "sa_mobilenetv2", "sa_resnet_cifar", "sa_mobilenetv2_cifar")
 PROFILED = ("floor", "fold", "int8-cpu", "int8-cpu-float-gate")
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         for v in build_variants(name, args.out / "artifacts", tuple(args.variants), reuse=not args.rebuild):
             artifacts.append(Artifact(name, v.name, v.path, v.note))
             weights[name] = v.weights
-    command = "PYTHONPATH=. python scripts/bench.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python scripts/bench.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     notes = [f"{m} weights: {w}" for m, w in weights.items()]
     notes.append("exact alternative forms of the fold gate, side by side in CPU time: benchmarks/gate_forms.md")
     profiled = args.profile if args.profile is not None else [m for m in args.models if m == "sa_resnet50"]

@@ -8,13 +8,12 @@ Forms (all equal to the SA layer; fold = the current sa_deploy gate):
   fold-reducemean  the same with ReduceMean(x, axes 2,3) (the gate before GlobalAveragePool)
   fold-stats       z = alpha*x + beta from ReduceMean(x) and ReduceMean(x*x) (no InstanceNormalization)
 
-    PYTHONPATH=. python scripts/bench_gate_forms.py --model sa_resnet50 --batch 1 8
+    python scripts/bench_gate_forms.py --model sa_resnet50 --batch 1 8
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -22,13 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sa_deploy.exporters.onnx import export_onnx  # noqa: E402
-from sa_deploy.models import create_model  # noqa: E402
-from sa_deploy.rewrite.sa_gate import SAGate  # noqa: E402
-from sa_deploy.validate.bench_variants import build_variants, calibration_batches, randomized, tag_variant  # noqa: E402
-from sa_deploy.validate.precision_fallback import to_int8  # noqa: E402
+from sa_deploy.bench.converters import to_int8
+from sa_deploy.bench.variants import build_variants, calibration_batches, tag_variant
+from sa_deploy.exporters.onnx import export_onnx
+from sa_deploy.models import create_model
+from sa_deploy.models.random_weights import randomize
+from sa_deploy.rewrite.sa_gate import SAGate
 
 
 def _reducemean(self: SAGate, x: torch.Tensor) -> torch.Tensor:
@@ -51,7 +49,7 @@ FORMS = {"fold-reducemean": _reducemean, "fold-stats": _stats}
 
 def build_forms(model_name: str, out: Path) -> dict[str, Path]:
     files = {v.name: v.path for v in build_variants(model_name, out, ("floor", "fold", "int8-cpu"))}
-    model = randomized(create_model(model_name))  # the weights build_variants uses for untrained models
+    model = randomize(create_model(model_name))  # the weights build_variants uses for untrained models
     original = SAGate.forward
     for name, forward in FORMS.items():
         path = out / f"{model_name}_{name}.onnx"
@@ -113,7 +111,8 @@ def main() -> int:
     logging.getLogger().setLevel(logging.ERROR)
     files = build_forms(args.model, args.out)
     print(f"onnxruntime level {args.ort_level}\n")
-    print(f"| {args.model} | batch | CPU ms (1 thread) | vs floor | vs fold (same precision) |\n|---|---:|---:|---:|---:|")
+    print(f"| {args.model} | batch | CPU ms (1 thread) | vs floor | vs fold (same precision) |")
+    print("|---|---:|---:|---:|---:|")
     for batch in args.batch:
         per = cpu_ms(files, batch, args.rounds, args.iters, args.ort_level)
         for name, t in per.items():

@@ -1,6 +1,6 @@
 """Top-1 of each CoreML precision vs PyTorch on labeled images (reference executor on Linux, MLModel on macOS).
 
-  PYTHONPATH=. python scripts/coreml_accuracy.py --model sa_resnet_cifar --checkpoint /work/runs/export/sa_resnet_cifar.pth \
+  python scripts/coreml_accuracy.py --model sa_resnet_cifar --checkpoint sa_deploy/weights/sa_resnet_cifar.pth \
       --val ../shared/data/cifar10/val --calib ../shared/data/cifar10/train --num 500
 """
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from sa_deploy.api import export_coreml
-from sa_deploy.calibration.sources import open_source
+from sa_deploy.backends import TorchRunner
+from sa_deploy.backends.coreml.runner import CoreMLRunner
+from sa_deploy.data.sources import open_source
 from sa_deploy.models import create_model
-from sa_deploy.runners import TorchRunner
-from sa_deploy.runners.coreml import CoreMLRunner
 from sa_deploy.validate.parity import compare
 
 
@@ -42,7 +42,8 @@ def main() -> None:
     args = p.parse_args()
     model = create_model(args.model, checkpoint=args.checkpoint)
     val = open_source(args.val, model.preprocess, num=args.num)
-    base, ref = top1(TorchRunner(model), val)
+    with TorchRunner(model) as reference:
+        base, ref = top1(reference, val)
     rows = {"pytorch": {"top1": base}}
     for prec in args.precisions.split(","):
         r = export_coreml(model, args.out, prec, args.lowering, calib=args.calib if prec == "w8a8" else None,

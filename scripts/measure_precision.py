@@ -2,26 +2,24 @@
 """One-off measurement: top-1 of FP32 / FP16 / INT8 (every method x flavour, SA gate float or quantized) on a
 labeled folder, with quantize times and SQNR highlights. Not a test (minutes on ImageNet-size data).
 
-  PYTHONPATH=. python scripts/measure_precision.py --checkpoint runs/x/final.pth --data ../shared/data/cifar10/val \
+  python scripts/measure_precision.py --checkpoint runs/x/final.pth --data ../shared/data/cifar10/val \
       --calib ../shared/data/cifar10/train --out /tmp/measure
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sa_deploy.calibration.int8 import quantize_int8  # noqa: E402
-from sa_deploy.calibration.sensitivity import tensor_sensitivity  # noqa: E402
-from sa_deploy.calibration.sources import open_source  # noqa: E402
-from sa_deploy.exporters.fp16 import convert_fp16  # noqa: E402
-from sa_deploy.exporters.onnx import export_onnx  # noqa: E402
-from sa_deploy.models import create_model  # noqa: E402
-from sa_deploy.runners import TorchRunner  # noqa: E402
-from sa_deploy.validate.accuracy import validate_artifacts  # noqa: E402
+from sa_deploy.backends import TorchRunner
+from sa_deploy.calibration.int8 import quantize_int8
+from sa_deploy.calibration.sensitivity import tensor_sensitivity
+from sa_deploy.data.sources import open_source
+from sa_deploy.exporters.fp16 import convert_fp16
+from sa_deploy.exporters.onnx import export_onnx
+from sa_deploy.models import create_model
+from sa_deploy.validate.accuracy import validate_artifacts
 
 
 def main() -> int:

@@ -23,11 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sa_deploy.calibration.sources import ImageSource  # noqa: E402
-from sa_deploy.models import create_model  # noqa: E402
-from sa_deploy.plan import default_data_dir  # noqa: E402
-
+from sa_deploy.data.resolve import default_data_dir
+from sa_deploy.data.sources import ImageSource
+from sa_deploy.models import create_model
 
 
 def log(run_dir: Path, msg: str) -> None:
@@ -103,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reschedule", action="store_true",
                    help="with --resume: re-size the remaining schedule to --epochs (e.g. to finish sooner)")
     p.add_argument("--export-to", type=Path, default=None, help="write <model>.pth + <model>.card.json here")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from these weights (e.g. the embedded sa_deploy/weights/<model>.pth) with a fresh "
+                        "optimizer and schedule; ignored when --resume finds last.pth")
     args = p.parse_args(argv)
     if args.data is None:
         p.error("CIFAR-10 image folders not found: pass --data DIR (with train/ and val/) or set SA_DEPLOY_DATA")
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.run_dir.mkdir(parents=True, exist_ok=True)
-    model = create_model(args.model)
+    resuming = args.resume and (args.run_dir / "last.pth").is_file()
+    model = create_model(args.model, checkpoint=args.init_from if args.init_from and not resuming else None)
     cfg = model.preprocess
     mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
     std = torch.tensor(cfg.std).view(1, 3, 1, 1)

@@ -54,7 +54,7 @@ def to_fp16(src: Path, dst: Path) -> Path:
 def quantize_project(src: Path, dst: Path, flavour: str, input_size: int = 32, batches: int = 4) -> Path:
     """The project's INT8 quantizer (calibration.int8.quantize_int8, minmax) on seeded random batches."""
     from sa_deploy.calibration.int8 import quantize_int8
-    from sa_deploy.calibration.sources import ArraySource
+    from sa_deploy.data.sources import ArraySource
 
     data = [np.random.default_rng(i).standard_normal((2, 3, input_size, input_size)).astype(np.float32)
             for i in range(batches)]
@@ -82,7 +82,8 @@ def pipeline_graphs() -> dict[str, Path]:
     """Our exporters' graphs of the two 32x32 models, made once per test process and shared by the TensorRT test
     modules (exports dominate their run time): fp32 in each lowering, FP16, Q/DQ tensorrt flavour, and the cpu
     flavour that TensorRT must reject."""
-    from conftest import randomize
+    from helpers import randomize
+
     from sa_deploy.exporters.onnx import export_onnx
     from sa_deploy.models import create_model
 

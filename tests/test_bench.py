@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-from conftest import ROOT
 from sa_deploy.cli import main
-from sa_deploy.validate.benchmark import COLUMNS
+from sa_deploy.report.bench import COLUMNS
 
 VARIANTS = ["floor", "naive", "fold", "int8-cpu"]
 

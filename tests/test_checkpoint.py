@@ -24,7 +24,8 @@ def test_official_format_with_module_prefix(tmp_path):
     loaded = create_model("sa_resnet_cifar", checkpoint=tmp_path / "ck.pth.tar")
     for k, v in src.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v)
-    assert loaded.checkpoint_meta["epoch"] == 90 and abs(loaded.checkpoint_meta["best_acc"] - 77.88) < 1e-4
+    meta = loaded.deploy_config.checkpoint_meta
+    assert meta["epoch"] == 90 and abs(meta["best_acc"] - 77.88) < 1e-4
 
 
 def test_plain_state_dict(tmp_path):

@@ -8,16 +8,16 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import randomize, torch_logits
 
-from conftest import randomize
 from sa_deploy.api import coreml_parity, export_coreml
-from sa_deploy.calibration.sources import open_source
+from sa_deploy.backends import open_runner
+from sa_deploy.backends.coreml.export import read_coreml_metadata
+from sa_deploy.backends.coreml.reference import MILExecutor, UnsupportedOpError
+from sa_deploy.backends.coreml.runner import CoreMLRunner
+from sa_deploy.data.sources import open_source
 from sa_deploy.errors import SADeployError
-from sa_deploy.exporters.coreml import read_coreml_metadata
 from sa_deploy.models import create_model
-from sa_deploy.runners import TorchRunner, open_runner
-from sa_deploy.runners.coreml import CoreMLRunner
-from sa_deploy.runners.coreml_ref import MILExecutor, UnsupportedOpError
 from sa_deploy.validate.parity import compare
 
 pytest.importorskip("coremltools")
@@ -49,14 +49,14 @@ def test_fp32_reference_matches_pytorch(models, fp32, name, lowering):
     x = np.random.default_rng(1).standard_normal((3, 3, 32, 32)).astype(np.float32)
     with open_runner(fp32[name, lowering]) as runner:  # .mlpackage dispatch -> CoreMLRunner
         assert isinstance(runner, CoreMLRunner)
-        s = compare(runner.infer(x), TorchRunner(models[name]).infer(x), "fp32")
+        s = compare(runner.infer(x), torch_logits(models[name], x), "fp32")
     assert s.max_abs <= 1e-3 and s.cosine >= 0.9999 and s.top1_agreement == 1.0, s
 
 
 def test_executor_matches_onnxruntime(models, fp32, tmp_path):
     """Independent reference: the same lowered model through ONNX + onnxruntime."""
+    from sa_deploy.backends import OnnxRuntimeRunner
     from sa_deploy.exporters.onnx import export_onnx
-    from sa_deploy.runners import OnnxRuntimeRunner
 
     model = models["sa_mobilenetv2_cifar"]
     onnx_path = export_onnx(model, tmp_path / "m.onnx", "fold").path
@@ -100,7 +100,7 @@ def test_corrupted_weight_fails_parity(models, fp32, tmp_path):
 
 
 def test_unknown_op_is_named(fp32, monkeypatch):
-    from sa_deploy.runners import mil_ops
+    from sa_deploy.backends.coreml import mil_ops
 
     monkeypatch.delitem(mil_ops.KERNELS, "sigmoid")
     with pytest.raises(UnsupportedOpError, match="sigmoid"):
@@ -112,13 +112,13 @@ def test_fp16_on_validation_images(models, val, tmp_path, name):
     result = export_coreml(models[name], tmp_path, "fp16", "fold", parity_inputs=[val[:8]])
     assert all(s.passed for s in result.parity), result.parity
     with CoreMLRunner(result.export.path) as runner:
-        s = compare(runner.infer(val), TorchRunner(models[name]).infer(val), "fp16")
+        s = compare(runner.infer(val), torch_logits(models[name], val), "fp16")
     assert s.cosine >= 0.999 and s.top1_agreement == 1.0, s
 
 
 def test_int8_weights_and_palettize(models, val, tmp_path):
     model = models["sa_mobilenetv2_cifar"]
-    ref = TorchRunner(model).infer(val)
+    ref = torch_logits(model, val)
     for precision, min_cos in (("int8-weights", 0.995), ("palettize", 0.9)):
         result = export_coreml(model, tmp_path, precision, "fold", parity=False)
         ops = result.export.op_histogram
@@ -158,5 +158,5 @@ def test_w8a8_calibrated_on_images(models, val, cifar_dir, tmp_path):
     assert ops.get("quantize", 0) > 0 and ops.get("dequantize", 0) > 0, ops
     assert read_coreml_metadata(result.export.path)["deployment_target"] == "iOS17"
     with CoreMLRunner(result.export.path) as runner:
-        s = compare(runner.infer(val), TorchRunner(model).infer(val), "int8")
+        s = compare(runner.infer(val), torch_logits(model, val), "int8")
     assert s.cosine >= 0.95, s

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sa_deploy.runners.mil_ops import KERNELS
-from sa_deploy.runners.mil_reader import unpack_bits
+from sa_deploy.backends.coreml.mil_ops import KERNELS
+from sa_deploy.backends.coreml.mil_reader import unpack_bits
 
 rng = np.random.default_rng(0)
 

@@ -15,6 +15,7 @@ def _card(name: str) -> dict:
     return json.loads((resources.files("sa_deploy") / "weights" / f"{name}.card.json").read_text())
 
 
+@pytest.mark.slow  # the whole validation set (5,000 images) per model
 @pytest.mark.parametrize("name", embedded_models())
 def test_card_accuracy_reproduces(name, cifar_dir, tmp_path):
     card = _card(name)

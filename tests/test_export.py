@@ -8,11 +8,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from helpers import randomize
 
-from conftest import randomize
 from sa_deploy.api import export, onnx_parity
+from sa_deploy.exporters.inspect import inspect_onnx
 from sa_deploy.models import create_model
-from sa_deploy.onnx_info import inspect_onnx
 
 FORBIDDEN = {"Shape", "Gather", "Unsqueeze", "ConstantOfShape"}
 MAX_SA_NODES = {"reshape-transpose": 9, "fold": 6, "none": 20}

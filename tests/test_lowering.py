@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import torch
+from helpers import randomize
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import randomize
 from sa_deploy.models import SALayer, create_model
 from sa_deploy.models.sa_layer import shuffle_permutation
 from sa_deploy.rewrite import gate_from_sa, lower_model
@@ -22,7 +22,8 @@ def sa_cases(draw):
         # when they differ by ~sqrt(eps), so both float32 implementations round differently (3e-5 seen in 2 of
         # 3,000 random cases, all 1x2). SA layers in real networks see maps of 4x4 and more.
         w = -(-4 // h)
-    return dict(groups=groups, channel=2 * groups * k, batch=draw(st.integers(1, 4)), h=h, w=w, seed=draw(st.integers(0, 2**31 - 1)))
+    return dict(groups=groups, channel=2 * groups * k, batch=draw(st.integers(1, 4)), h=h, w=w,
+                seed=draw(st.integers(0, 2**31 - 1)))
 
 
 def _random_sa(channel: int, groups: int, seed: int) -> SALayer:

@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import randomize
 
-from conftest import randomize
+from sa_deploy.backends import open_runner
 from sa_deploy.cli import main
 from sa_deploy.models import create_model
-from sa_deploy.runners import open_runner
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,14 @@ import pytest
 from onnx import numpy_helper
 
 from sa_deploy.calibration.int8 import quantize_int8, sa_gate_nodes
-from sa_deploy.calibration.sources import open_source
 from sa_deploy.cli import main
+from sa_deploy.data.sources import open_source
 from sa_deploy.exporters.fp16 import convert_fp16
 from sa_deploy.exporters.metadata import read_onnx_metadata
 from sa_deploy.exporters.onnx import export_onnx
 from sa_deploy.models import create_model
 from sa_deploy.models.registry import pretrained_path
+
 
 @pytest.fixture(scope="session")
 def trained_checkpoint():
@@ -233,6 +234,18 @@ def test_budget_gate_fails(artifacts, trained_checkpoint, cifar_dir, fp32_onnx, 
     assert "over the accuracy budget" in err and "\n" not in err
     assert json.loads((work / "bad.json").read_text())["passed"] is False
     assert main(common + ["--artifacts", str(fp32_onnx), "--max-drop", "-1"]) == 3
+    # --auto-fallback, for real: the broken artifact is re-quantized from its FP32 source on real calibration images
+    # (its recorded calibration data differs, so the fallback re-calibrates) until the budget holds
+    out = work / "fallback.json"
+    with pytest.warns(UserWarning, match="calibration data differs"):
+        rc = main(common + ["--artifacts", str(fp32_onnx), str(bad), "--auto-fallback", "--calib",
+                            str(cifar_dir / "train"), "--cache-dir", str(work / "fb_cache"), "--json", str(out)])
+    report = json.loads(out.read_text())
+    rows = {Path(r["name"]).name: r for r in report["results"]}
+    fixed = Path(report["auto_fallback"][0]["quantize"]["path"])
+    assert rc == 0 and report["passed"] and fixed.is_file()
+    assert rows[bad.name]["details"]["replaced_by"] == str(fixed) and not rows[bad.name]["passed"]
+    assert rows[fixed.name]["passed"] and rows[fixed.name]["drop"] <= 1.0
 
 
 def test_sensitivity_and_auto_fallback(artifacts, fp32_onnx, calib, cifar_dir, model, work):

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sa_deploy.calibration.preprocess import to_rgb
 from sa_deploy.calibration.reader import make_reader
-from sa_deploy.calibration.sources import DataSourceError, ImageSource, NpzSource, open_source
 from sa_deploy.cli import main
+from sa_deploy.data.preprocess import to_rgb
+from sa_deploy.data.sources import DataSourceError, ImageSource, NpzSource, open_source
 from sa_deploy.models.preprocessing import CIFAR10_32
 
 

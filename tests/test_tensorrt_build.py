@@ -7,15 +7,15 @@ import types
 
 import pytest
 import torch
+from tensorrt_graphs import pipeline_graphs
 
+from sa_deploy.backends import open_runner
+from sa_deploy.backends.trt.build import FLAGS, STRONG, build_engine, plan_typing
+from sa_deploy.backends.trt.runner import TensorRTRunner
+from sa_deploy.backends.trt.sidecar import Profile, Sidecar, make_sidecar, read_sidecar, sidecar_path, write_sidecar
 from sa_deploy.cli import main
 from sa_deploy.errors import MissingDependencyError, SADeployError
-from sa_deploy.exporters.tensorrt import FLAGS, STRONG, build_engine, plan_typing
-from sa_deploy.exporters.trt_sidecar import (Profile, bytes_sha256, check_sidecar, make_sidecar, read_sidecar,
-                                             sidecar_path, write_sidecar)
-from sa_deploy.runners import open_runner
-from sa_deploy.runners.tensorrt_runner import TensorRTRunner
-from tensorrt_graphs import pipeline_graphs
+from sa_deploy.util.hashing import bytes_sha256
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_profile():
             Profile("input", (3, 8, 8), *bad)
 
 
-def _sidecar(engine_bytes: bytes, version="10.3.0", cc="9.0", name="NVIDIA H100 80GB HBM3") -> dict:
+def _sidecar(engine_bytes: bytes, version="10.3.0", cc="9.0", name="NVIDIA H100 80GB HBM3") -> Sidecar:
     return make_sidecar(deploy_config={"model": "sa_resnet50", "lowering": "fold"}, trt_version=version,
                         gpu={"index": 0, "name": name, "compute_capability": cc}, precision="int8",
                         typing=STRONG, profile=Profile("input", (3, 224, 224)), onnx_sha256="ab" * 32,
@@ -73,18 +73,18 @@ def test_sidecar_roundtrip_and_checks(tmp_path):
     write_sidecar(engine, _sidecar(b"serialized engine"))
     assert sidecar_path(engine).name == "m.engine.json"
     side = read_sidecar(engine)
-    assert side["deploy_config"]["model"] == "sa_resnet50" and side["profile"]["opt"] == [8, 3, 224, 224]
-    assert side["build_seconds"] == 12.35 and side["built_at"].endswith("+00:00")
+    assert side.deploy_config["model"] == "sa_resnet50" and side.profile["opt"] == [8, 3, 224, 224]
+    assert side.build_seconds == 12.35 and side.built_at.endswith("+00:00") and side.batch_range == (1, 32)
     here = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
-    check_sidecar(side, b"serialized engine", "10.3.0", here)  # matches: no error
+    side.check(b"serialized engine", "10.3.0", here)  # matches: no error
     with pytest.raises(SADeployError, match="TensorRT 10.3.0, but TensorRT 10.8.0"):
-        check_sidecar(side, b"serialized engine", "10.8.0", here)
+        side.check(b"serialized engine", "10.8.0", here)
     with pytest.raises(SADeployError, match=r"compute capability 9.0\), but this GPU is NVIDIA L4 \(8.9\)"):
-        check_sidecar(side, b"serialized engine", "10.3.0", {"name": "NVIDIA L4", "compute_capability": "8.9"})
+        side.check(b"serialized engine", "10.3.0", {"name": "NVIDIA L4", "compute_capability": "8.9"})
     with pytest.raises(SADeployError, match="does not match its sidecar"):
-        check_sidecar(side, b"another engine", "10.3.0", here)
+        side.check(b"another engine", "10.3.0", here)
     with pytest.warns(UserWarning, match="timed on NVIDIA H100 80GB HBM3"):
-        check_sidecar(side, b"serialized engine", "10.3.0", {"name": "NVIDIA H100 PCIe", "compute_capability": "9.0"})
+        side.check(b"serialized engine", "10.3.0", {"name": "NVIDIA H100 PCIe", "compute_capability": "9.0"})
 
 
 def test_sidecar_missing_or_broken(tmp_path):

@@ -35,11 +35,12 @@ BATCHES = (1, 5)  # inside the profile below, one of them not the opt batch
 def engines(tmp_path_factory):
     """SA-ResNet-50 (fold lowering, random weights and BN statistics) exported once, as FP16 and INT8 Q/DQ
     graphs, each built into an engine with profile 1/4/8."""
-    from conftest import randomize
+    from helpers import randomize
+    from tensorrt_graphs import quantize_project, to_fp16
+
     from sa_deploy.api import build_engine
     from sa_deploy.exporters.onnx import export_onnx
     from sa_deploy.models import create_model
-    from tensorrt_graphs import quantize_project, to_fp16
 
     d = tmp_path_factory.mktemp("trt_engines")
     fp32 = export_onnx(randomize(create_model("sa_resnet50"), seed=7), d / "r50.onnx", "fold").path
@@ -59,7 +60,7 @@ def _inputs():
 def test_engine_parity_vs_onnxruntime(engines, precision):
     """FP16 engine vs onnxruntime on the fp32 graph; INT8 engine vs onnxruntime on the same Q/DQ graph (what
     TensorRT was asked to compute); tolerances from validate.parity."""
-    from sa_deploy.runners import OnnxRuntimeRunner, open_runner
+    from sa_deploy.backends import OnnxRuntimeRunner, open_runner
     from sa_deploy.validate.parity import check_parity
 
     reference = engines["fp32"] if precision == "fp16" else engines["graphs"]["int8"]
@@ -85,9 +86,9 @@ def test_sidecar_and_timing_cache(engines):
 def test_runner_refuses_batch_outside_profile_and_stale_sidecar(engines, tmp_path):
     import shutil
 
+    from sa_deploy.backends.trt.runner import TensorRTRunner
+    from sa_deploy.backends.trt.sidecar import sidecar_path
     from sa_deploy.errors import SADeployError
-    from sa_deploy.exporters.trt_sidecar import sidecar_path
-    from sa_deploy.runners.tensorrt_runner import TensorRTRunner
 
     src = engines["built"]["fp16"].path
     with TensorRTRunner(src) as runner:

@@ -7,11 +7,10 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-
-from sa_deploy.cli import main
-from sa_deploy.lint import lint_onnx
-from sa_deploy.lint.tensorrt import graph_precision, lint_model
 from tensorrt_graphs import conv_weight, image_input, pipeline_graphs, quantize_qdq, tiny_model
+
+from sa_deploy.backends.trt.lint import graph_precision, lint_model, lint_onnx
+from sa_deploy.cli import main
 
 GOOD = ["resnet_fold", "resnet_reshape-transpose", "resnet_none", "mbv2_fold", "resnet_fp16", "mbv2_fp16",
         "resnet_qdq", "mbv2_qdq"]

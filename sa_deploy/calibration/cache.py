@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..exporters.atomic import write_bytes_atomic
+from sa_deploy.util.atomic import write_bytes_atomic
 
 CACHE_VERSION = 1
 

@@ -3,7 +3,8 @@
 - ``tensorrt``: s8 activations and weights, symmetric (zero point 0), per-channel weights on axis 0, per-tensor
   activations, float bias (TensorRT fuses DQ->Conv itself; int32 bias Q/DQ is not what its explicit-precision
   parser wants). Add (incl. the residual Add) is quantized, so both Add inputs carry Q/DQ and Conv+Add can fuse.
-- ``cpu``: u8 activations + s8 per-channel weights (the fast onnxruntime CPU combination, DESIGN.md section 2).
+- ``cpu``: u8 activations + s8 per-channel weights (the fast onnxruntime CPU combination; s8 activations give no
+  speedup there).
 
 Pipeline: quant_pre_process (shape inference + ORT basic optimisations) -> tensor ranges (from the cache or one
 calibration pass over every float tensor) -> quantize_static with those ranges -> deploy metadata -> atomic write.
@@ -26,12 +27,12 @@ from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, 
 from onnxruntime.quantization.calibrate import create_calibrator
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from ..errors import SADeployError
-from ..exporters.atomic import atomic_path
-from ..exporters.metadata import read_onnx_metadata, set_onnx_metadata
-from ..models.checkpoint import file_sha256
-from .cache import RangeCache, RangeKey
-from .reader import BatchSource, FeedReader
+from sa_deploy.calibration.cache import RangeCache, RangeKey
+from sa_deploy.calibration.reader import BatchSource, FeedReader
+from sa_deploy.errors import SADeployError
+from sa_deploy.exporters.metadata import read_onnx_metadata, set_onnx_metadata
+from sa_deploy.util.atomic import atomic_path
+from sa_deploy.util.hashing import file_sha256
 
 METHODS: dict[str, CalibrationMethod] = {
     "minmax": CalibrationMethod.MinMax,

@@ -10,8 +10,8 @@ from typing import Any, Callable, Iterable
 
 import onnx
 
-from .int8 import QuantizeResult, preprocess_for_quant, quantize_int8
-from .reader import BatchSource, make_reader
+from sa_deploy.calibration.int8 import QuantizeResult, preprocess_for_quant, quantize_int8
+from sa_deploy.calibration.reader import BatchSource, make_reader
 
 
 @dataclass
@@ -37,9 +37,12 @@ def tensor_sensitivity(float_onnx: str | Path, int8_onnx: str | Path, source: Ba
 
     ``float_onnx`` must be the graph that was quantized (node and tensor names must match); quantize_int8
     quantizes onnxruntime's pre-processed graph, so pass the original FP32 export: it is pre-processed here too."""
-    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
-                                                         create_activation_matching,
-                                                         modify_model_output_intermediate_tensors)
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
 
     with tempfile.TemporaryDirectory(prefix="sa-deploy-sqnr-") as tmp:
         work = Path(tmp)

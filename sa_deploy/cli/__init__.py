@@ -7,7 +7,7 @@ import importlib
 import sys
 import warnings
 
-from ..errors import SADeployError
+from sa_deploy.errors import SADeployError
 
 COMMANDS = ["cmd_list_models", "cmd_export", "cmd_inspect", "cmd_quantize", "cmd_validate", "cmd_run",
             "cmd_lint", "cmd_build", "cmd_bench"]
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sa-deploy", description="Deploy Shuffle Attention (SA-Net) models to ONNX / TensorRT / CoreML and "
         "prove each artifact right.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    from .. import __version__
+    from sa_deploy import __version__
 
     parser.add_argument("--version", action="version", version=f"sa-deploy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

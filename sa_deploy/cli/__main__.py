@@ -1,3 +1,3 @@
-from . import main
+from sa_deploy.cli import main
 
 raise SystemExit(main())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .common import console
+from sa_deploy.cli.common import console
 
 EXAMPLES = """examples:
   sa-deploy bench out/sa_resnet50_fold.onnx out/sa_resnet50_none.onnx --batch 1 8 --rounds 10
@@ -33,7 +33,7 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
 
 
 def print_rows(rows) -> None:
-    from ..validate.benchmark import COLUMNS
+    from sa_deploy.report.bench import COLUMNS
 
     table = Table(title="onnxruntime CPU latency")
     for i, col in enumerate(COLUMNS):
@@ -47,15 +47,15 @@ def print_rows(rows) -> None:
 
 
 def check_bench_args(args: argparse.Namespace) -> None:
-    from ..errors import SADeployError
+    from sa_deploy.errors import SADeployError
 
     if args.rounds < 1 or args.iters < 1 or min(args.batch) < 1:
         raise SADeployError("--rounds, --iters and --batch must be positive")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import SADeployError
-    from ..validate.benchmark import artifacts_from_files, run_benchmark
+    from sa_deploy.bench.timing import artifacts_from_files, run_benchmark
+    from sa_deploy.errors import SADeployError
 
     check_bench_args(args)
     missing = [str(p) for p in args.artifacts if not p.is_file()]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import console, mb
+from sa_deploy.cli.common import console, mb
 
 EXAMPLES = """examples:
   sa-deploy build out/sa_resnet50_fold_fp16.onnx --precision fp16 --max-batch 32
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import build_engine
+    from sa_deploy.api import build_engine
 
     result = build_engine(args.file, args.out, args.precision, args.min_batch, args.opt_batch, args.max_batch,
                           args.workspace_mb, args.timing_cache, args.opt_level,

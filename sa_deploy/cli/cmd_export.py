@@ -5,9 +5,9 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ..errors import BudgetExceededError
-from .common import add_model_args, console, load_model, mb
-from .coreml_export import add_coreml_args, run_coreml
+from sa_deploy.cli.common import add_model_args, console, load_model, mb
+from sa_deploy.cli.coreml_export import add_coreml_args, run_coreml
+from sa_deploy.errors import BudgetExceededError
 
 EXAMPLES = """examples:
   sa-deploy export --model sa_resnet_cifar --pretrained
@@ -31,10 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import export
+    from sa_deploy.api import export
 
     if args.input_size is not None and args.input_size < 8:
-        from ..errors import SADeployError
+        from sa_deploy.errors import SADeployError
 
         raise SADeployError(f"--input-size {args.input_size} is too small (minimum 8)")
     model = load_model(args)

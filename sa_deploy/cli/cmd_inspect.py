@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .common import console, mb
+from sa_deploy.cli.common import console, mb
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..onnx_info import inspect_onnx
+    from sa_deploy.exporters.inspect import inspect_onnx
 
     info = inspect_onnx(args.file)
     if args.json:

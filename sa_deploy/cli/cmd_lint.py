@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .common import console
+from sa_deploy.cli.common import console
 
 EXAMPLES = """examples:
   sa-deploy lint --target tensorrt out/sa_resnet50_fold_int8.onnx
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import lint_onnx
+    from sa_deploy.api import lint_onnx
 
     report = lint_onnx(args.file, max_batch=args.max_batch)
     if args.json:

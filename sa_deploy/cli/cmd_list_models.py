@@ -4,7 +4,7 @@ import argparse
 
 from rich.table import Table
 
-from .common import console
+from sa_deploy.cli.common import console
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models.registry import get_spec, list_models
+    from sa_deploy.models.registry import get_spec, list_models
 
     table = Table(title="SA models")
     for col in ("name", "input", "classes", "embedded weights", "description"):

@@ -4,7 +4,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import console, mb
+from sa_deploy.cli.common import console, mb
 
 EXAMPLES = """examples:
   sa-deploy quantize out/sa_resnet_cifar_fold.onnx --calib ../shared/data/cifar10/train
@@ -52,8 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import api
-    from ..errors import SADeployError
+    from sa_deploy import api
+    from sa_deploy.errors import SADeployError
 
     if args.precision == "fp16":
         path = api.fp16(args.model, args.out)
@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if args.num is not None and args.num < 1:
         raise SADeployError(f"--num must be at least 1, got {args.num}")
     res = api.quantize(args.model, args.calib, args.out, args.method, args.flavour, args.num,
-                       tuple(args.exclude_nodes), args.cache_dir, keep_sa_gate_float=None if args.sa_gate is None else args.sa_gate == "float")
+                       tuple(args.exclude_nodes), args.cache_dir,
+                       keep_sa_gate_float=None if args.sa_gate is None else args.sa_gate == "float")
     if args.json:
         print(json.dumps(res.to_dict(), indent=2))
         return 0

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ..errors import BudgetExceededError
-from .common import console
+from sa_deploy.cli.common import console
+from sa_deploy.errors import BudgetExceededError
 
 EXAMPLES = """examples:
   sa-deploy run                                   # embedded default model + ../shared/data/cifar10
@@ -35,9 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline import run as run_pipeline
-    from ..plan import load_plan
-    from ..report.render import COLUMNS, summary_rows
+    from sa_deploy.pipeline import run as run_pipeline
+    from sa_deploy.plan import load_plan
+    from sa_deploy.report.render import COLUMNS, summary_rows
 
     overrides = {k: getattr(args, k) for k in ("model", "checkpoint", "data", "out", "calib_num", "val_num",
                                                  "int8_method", "int8_max_drop", "coreml", "tensorrt")}

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from rich.table import Table
 
-from .common import add_model_args, console, load_model
+from sa_deploy.cli.common import add_model_args, console, load_model
 
 EXAMPLES = """examples:
   sa-deploy validate --model sa_resnet_cifar --pretrained --data ../shared/data/cifar10/val \\
@@ -55,9 +54,10 @@ def _row(r, table: Table) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import api
-    from ..errors import SADeployError
-    from ..exporters.atomic import write_bytes_atomic
+    from sa_deploy import api
+    from sa_deploy.errors import SADeployError
+    from sa_deploy.report.render import write_json
+
     if args.auto_fallback and args.calib is None:
         raise SADeployError("--auto-fallback needs --calib DIR|FILE.npz (images to re-calibrate on)")
     if args.num is not None and args.num < 1:
@@ -67,10 +67,11 @@ def run(args: argparse.Namespace) -> int:
             raise SADeployError(f"artifact not found: {a}")
     model = load_model(args)
     report = api.validate(model, args.data, args.artifacts, args.max_drop, args.num, args.batch_size,
-                          progress=not args.no_progress, threads=args.threads)
-    fallbacks = []
-    if args.auto_fallback:
-        fallbacks = _fallback(args, model, report)
+                          progress=not args.no_progress, threads=args.threads, auto_fallback=args.auto_fallback,
+                          calib=args.calib, cache_dir=args.cache_dir)
+    for fb in report.fallbacks:
+        rounds = ", ".join(f"{len(x['excluded_nodes'])} float nodes: drop {x['drop']:+.2f}" for x in fb["rounds"])
+        console.print(f"auto-fallback {Path(fb['artifact']).name} -> {Path(fb['quantize']['path']).name}: {rounds}")
     table = Table(title=f"accuracy on {report.reference.num_images} images of {args.data}")
     for col in ("artifact", "precision", "top-1 %", "top-5 %", "drop (budget)", "cosine", "top-1 agree", "status"):
         table.add_column(col, justify="left" if col == "artifact" else "right")
@@ -78,49 +79,8 @@ def run(args: argparse.Namespace) -> int:
     for r in report.results:
         _row(r, table)
     console.print(table)
-    payload = report.to_dict()
-    if fallbacks:
-        payload["auto_fallback"] = fallbacks
     if args.json:
-        write_bytes_atomic(args.json, json.dumps(payload, indent=2).encode())
+        write_json(args.json, report.to_dict())
         console.print(f"report: {args.json}")
     report.raise_if_failed()
     return 0
-
-
-def _fallback(args: argparse.Namespace, model, report) -> list[dict]:
-    """Re-quantize each INT8 artifact over budget; replace its row by the fixed artifact's row."""
-    import onnx
-
-    from .. import api
-    from ..errors import SADeployError
-    from ..exporters.metadata import read_onnx_metadata
-    from ..models.checkpoint import file_sha256
-    from ..runners import OnnxRuntimeRunner
-    from ..calibration.sources import open_source
-    from ..validate.accuracy import artifact_precision, predict, score
-    fp32_by_sha = {file_sha256(a): a for a in args.artifacts
-                   if a.suffix == ".onnx" and artifact_precision(a) == "fp32"}
-    done = []
-    src = open_source(args.data, model.preprocess, num=args.num)
-    ref = None
-    for i, r in enumerate(list(report.results)):
-        path = next(a for a in args.artifacts if a.name == r.name)
-        if r.passed or r.precision != "int8":
-            continue
-        src_sha = read_onnx_metadata(onnx.load(str(path), load_external_data=False)).get("source_onnx_sha256")
-        fp32 = fp32_by_sha.get(src_sha or "")
-        if fp32 is None:
-            raise SADeployError(f"--auto-fallback: pass the FP32 ONNX that {path.name} was quantized from "
-                                "among --artifacts")
-        res = api.int8_fallback(model, fp32, path, args.data, args.calib, r.max_drop, args.num,
-                                cache_dir=args.cache_dir)
-        rounds = ", ".join(f"{len(x.excluded_nodes)} float nodes: drop {x.drop:+.2f}" for x in res.rounds)
-        console.print(f"auto-fallback {path.name} -> {res.quantize.path.name}: {rounds}")
-        with OnnxRuntimeRunner(res.quantize.path, args.threads) as runner:
-            pred = predict(runner, src, args.batch_size, res.quantize.path.name, not args.no_progress)
-        ref = ref or predict(api.TorchRunner(model, args.threads), src, args.batch_size, "pytorch fp32", not args.no_progress)
-        report.results.append(score(res.quantize.path.name, "int8", pred, ref, report.reference.top1, r.max_drop))
-        report.results[i].details["replaced_by"] = str(res.quantize.path)
-        done.append({"artifact": str(path), **res.to_dict()})
-    return done

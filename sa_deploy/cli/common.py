@@ -21,7 +21,7 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def load_model(args: argparse.Namespace):
-    from ..models import create_model
+    from sa_deploy.models import create_model
 
     return create_model(args.model, checkpoint=args.checkpoint, num_classes=args.num_classes,
                         pretrained=args.pretrained)

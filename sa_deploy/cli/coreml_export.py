@@ -6,10 +6,10 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ..errors import BudgetExceededError, SADeployError
-from .common import console, mb
+from sa_deploy.cli.common import console, mb
+from sa_deploy.errors import BudgetExceededError, SADeployError
 
-PRECISIONS = ("fp32", "fp16", "int8-weights", "palettize", "w8a8")  # mirrors exporters.coreml (lazy import)
+PRECISIONS = ("fp32", "fp16", "int8-weights", "palettize", "w8a8")  # mirrors backends.coreml.export (lazy import)
 
 
 def add_coreml_args(p: argparse.ArgumentParser) -> None:
@@ -26,7 +26,7 @@ def add_coreml_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_coreml(args: argparse.Namespace, model) -> int:
-    from ..api import export_coreml
+    from sa_deploy.api import export_coreml
 
     if args.precision == "w8a8" and args.calib is None:
         raise SADeployError("--precision w8a8 needs --calib DIR (calibration images)")

@@ -10,9 +10,9 @@ from typing import Iterable
 
 import onnx
 
-from ..errors import SADeployError
-from .atomic import write_bytes_atomic
-from .metadata import read_onnx_metadata, set_onnx_metadata
+from sa_deploy.errors import SADeployError
+from sa_deploy.exporters.metadata import read_onnx_metadata, set_onnx_metadata
+from sa_deploy.util.atomic import write_bytes_atomic
 
 SA_FP32_OPS = ("InstanceNormalization",)
 

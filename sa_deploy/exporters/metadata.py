@@ -6,8 +6,8 @@ from typing import Any
 
 import onnx
 
-from .. import __version__
-from ..models.preprocessing import PreprocessConfig
+from sa_deploy import __version__
+from sa_deploy.models.preprocessing import PreprocessConfig
 
 PREFIX = "sa_deploy."
 

@@ -2,7 +2,8 @@
 
 We use the TorchScript exporter (``dynamo=False``): on torch 2.13 the dynamo exporter emits opset 18 and its
 down-conversion to 17 fails on ReduceMean; our lowered graphs have no b*groups arithmetic, so the TorchScript
-exporter gives a graph without Shape/Gather chains after onnxsim. Opset 17 (not 18+) per DESIGN.md (GroupNorm)."""
+exporter gives a graph without Shape/Gather chains after onnxsim. Opset 17, not 18+: GroupNormalization-18 has a
+spec bug and onnxruntime lacks GroupNormalization-21."""
 from __future__ import annotations
 
 import io
@@ -15,11 +16,11 @@ import onnx
 import torch
 from torch import nn
 
-from ..models.checkpoint import file_sha256
-from ..rewrite import lower_model
-from .atomic import write_bytes_atomic
-from .metadata import deploy_config, set_onnx_metadata
-from .simplify import simplify as simplify_model
+from sa_deploy.exporters.metadata import deploy_config, set_onnx_metadata
+from sa_deploy.exporters.simplify import simplify as simplify_model
+from sa_deploy.models.deploy_config import deploy_config_of
+from sa_deploy.rewrite import lower_model
+from sa_deploy.util.atomic import write_bytes_atomic
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -56,16 +57,16 @@ def to_onnx_model(module: nn.Module, input_size: int, opset: int = OPSET) -> onn
 def export_onnx(model: nn.Module, path: str | Path, lowering: str = "fold", input_size: int | None = None,
                 simplify: bool = True) -> OnnxExport:
     """Export a registry model (``create_model``) with the chosen SA lowering; the file is written atomically."""
-    preprocess = model.preprocess if input_size is None else model.preprocess.with_input_size(input_size)
+    deploy = deploy_config_of(model).with_input_size(input_size)
+    preprocess = deploy.preprocess
     size = preprocess.input_size
     lowered = lower_model(model, lowering)
     onnx_model = to_onnx_model(lowered, size)
     note = "not simplified (--no-simplify)"
     if simplify:
         onnx_model, note = simplify_model(onnx_model, example_input(size, seed=1).numpy())
-    ckpt = getattr(model, "checkpoint_path", None)
-    config = deploy_config(getattr(model, "sa_name", type(model).__name__), preprocess, lowering, "fp32",
-                           file_sha256(ckpt) if ckpt else None, {"opset": OPSET, "input_size": size})
+    config = deploy_config(deploy.name, preprocess, lowering, "fp32", deploy.checkpoint_sha256,
+                           {"opset": OPSET, "input_size": size})
     set_onnx_metadata(onnx_model, config)
     onnx_model.producer_name = "sa-deploy"
     onnx_model.producer_version = config["sa_deploy_version"]

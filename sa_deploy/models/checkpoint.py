@@ -3,7 +3,6 @@
 Always ``torch.load(..., weights_only=True)``: a checkpoint that pickles code is refused, never executed."""
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 from pathlib import Path
@@ -12,18 +11,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from sa_deploy.errors import CheckpointError
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 _SHOWN = 5
 
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -11,10 +11,11 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..errors import SADeployError
-from . import sa_mobilenet, sa_resnet
-from .checkpoint import load_into, read_checkpoint
-from .preprocessing import CIFAR10_32, IMAGENET_224, PreprocessConfig
+from sa_deploy.errors import SADeployError
+from sa_deploy.models import sa_mobilenet, sa_resnet
+from sa_deploy.models.checkpoint import load_into, read_checkpoint
+from sa_deploy.models.deploy_config import DeployConfig, attach
+from sa_deploy.models.preprocessing import CIFAR10_32, IMAGENET_224, PreprocessConfig
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ def create_model(name: str, checkpoint: str | Path | None = None, num_classes: i
                  pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """Build a registered model in eval mode, optionally loading weights (strict, weights_only).
 
-    The returned module has ``model.sa_name`` and ``model.preprocess`` (a PreprocessConfig) attached."""
+    The returned module carries ``model.deploy_config`` (a DeployConfig: name, preprocessing, checkpoint and its
+    hash) and ``model.preprocess`` (its PreprocessConfig)."""
     spec = get_spec(name)
     if pretrained and checkpoint is not None:
         raise SADeployError("pass either pretrained=True or a checkpoint, not both")
@@ -88,16 +90,14 @@ def create_model(name: str, checkpoint: str | Path | None = None, num_classes: i
     n_classes = spec.num_classes if num_classes is None else num_classes
     model = spec.builder(num_classes=n_classes, **{**spec.defaults, **kwargs})
     preprocess = spec.preprocess
+    meta: dict[str, Any] = {}
     if checkpoint is not None:
         state, meta = read_checkpoint(checkpoint)
         load_into(model, state, source=Path(checkpoint).name)
-        model.checkpoint_meta = meta
         if meta.get("class_names") and isinstance(meta["class_names"], str):
             names = tuple(meta["class_names"].split(","))
             preprocess = PreprocessConfig(**{**preprocess.to_dict(), "class_names": names})
     if len(preprocess.class_names) != n_classes:
         preprocess = PreprocessConfig(**{**preprocess.to_dict(), "class_names": ()})
-    model.sa_name = name
-    model.preprocess = preprocess
-    model.checkpoint_path = str(checkpoint) if checkpoint is not None else None
+    attach(model, DeployConfig.create(name, preprocess, checkpoint, meta))
     return model.eval()

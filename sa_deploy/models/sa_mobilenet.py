@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .sa_layer import SALayer
+from sa_deploy.models.sa_layer import SALayer
 
 # t (expansion), c (output channels), n (repeats), s (first stride) — torchvision's ImageNet setting
 IMAGENET_SETTING: tuple[tuple[int, int, int, int], ...] = (

@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .sa_layer import SALayer
+from sa_deploy.models.sa_layer import SALayer
 
 
 class Bottleneck(nn.Module):

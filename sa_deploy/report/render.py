@@ -6,8 +6,8 @@ import html
 import json
 from pathlib import Path
 
-from ..exporters.atomic import write_bytes_atomic
-from .plots import all_charts
+from sa_deploy.report.plots import all_charts
+from sa_deploy.util.atomic import write_bytes_atomic
 
 COLUMNS = ("format", "precision", "size MB", "top-1", "drop", "parity", "latency ms", "status")
 
@@ -48,7 +48,8 @@ def markdown(report: dict, chart_files: dict[str, str]) -> str:
     lines += ["| " + " | ".join(r) + " |" for r in summary_rows(report)]
     lines += ["", "drop = PyTorch FP32 top-1 minus the artifact's top-1 on the same images (points; negative = "
               "better); parity = mean cosine of the logits vs PyTorch. CoreML off macOS runs in sa-deploy's numpy "
-              "reference MIL executor on a stratified subset of the validation images (see report.json `images`).", "", "## Stages", "",
+              "reference MIL executor on a stratified subset of the validation images (see report.json `images`).",
+              "", "## Stages", "",
               "| stage | status | seconds | note |", "|---|---|---|---|"]
     for s in report.get("stages", []):
         lines.append(f"| {s['name']} | {s['status']} | {s.get('seconds', 0):.1f} | {s.get('reason') or ''} |")
@@ -92,8 +93,13 @@ def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
         write_bytes_atomic(out / f"chart_{name}.png", png)
         chart_files[name] = f"chart_{name}.png"
     paths = {"json": out / "report.json", "md": out / "report.md", "html": out / "report.html"}
-    write_bytes_atomic(paths["json"], json.dumps(report, indent=2, default=str).encode())
+    write_json(paths["json"], report)
     md_text = markdown(report, chart_files)
     write_bytes_atomic(paths["md"], md_text.encode())
     write_bytes_atomic(paths["html"], html_page(report, charts, md_text).encode())
     return paths
+
+
+def write_json(path: str | Path, payload: dict) -> Path:
+    """A machine-readable report (validation, quantization...) written atomically."""
+    return write_bytes_atomic(path, json.dumps(payload, indent=2, default=str).encode())

@@ -13,9 +13,9 @@ import copy
 import torch
 from torch import nn
 
-from ..errors import SADeployError
-from ..models.sa_layer import SALayer, shuffle_permutation
-from .sa_gate import SAGate, gate_from_sa
+from sa_deploy.errors import SADeployError
+from sa_deploy.models.sa_layer import SALayer, shuffle_permutation
+from sa_deploy.rewrite.sa_gate import SAGate, gate_from_sa
 
 LOWERINGS = ("reshape-transpose", "fold", "none")
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.sa_layer import SALayer
+from sa_deploy.models.sa_layer import SALayer
 
 
 class SAGate(nn.Module):

@@ -9,9 +9,9 @@ from typing import Any, Iterable, Protocol
 
 import numpy as np
 
-from ..errors import BudgetExceededError, SADeployError
-from ..runners.base import Runner
-from .parity import ParityStats, compare
+from sa_deploy.backends.base import Runner
+from sa_deploy.errors import BudgetExceededError, SADeployError
+from sa_deploy.validate.parity import ParityStats, compare
 
 # default allowed top-1 drop (points) vs PyTorch FP32, per precision
 DEFAULT_MAX_DROP: dict[str, float] = {"fp32": 0.1, "fp16": 0.1, "int8": 1.0}
@@ -56,6 +56,7 @@ class AccuracyResult:
 class ValidationReport:
     reference: AccuracyResult
     results: list[AccuracyResult]
+    fallbacks: list[dict[str, Any]] = field(default_factory=list)  # what api.validate(auto_fallback=True) did
 
     @property
     def gating(self) -> list[AccuracyResult]:
@@ -67,8 +68,11 @@ class ValidationReport:
         return all(r.passed for r in self.gating)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reference": self.reference.to_dict(), "results": [r.to_dict() for r in self.results],
-                "passed": self.passed}
+        out = {"reference": self.reference.to_dict(), "results": [r.to_dict() for r in self.results],
+               "passed": self.passed}
+        if self.fallbacks:
+            out["auto_fallback"] = self.fallbacks
+        return out
 
     def raise_if_failed(self) -> None:
         bad = [r for r in self.gating if not r.passed]
@@ -109,8 +113,7 @@ def score(name: str, precision: str, pred: Predictions, reference: Predictions |
     res = AccuracyResult(name, precision, topk_accuracy(pred.logits, pred.labels, 1),
                          topk_accuracy(pred.logits, pred.labels, 5), len(pred.labels), pred.seconds)
     if reference is not None:
-        res.parity = compare(pred.logits, reference.logits, precision if precision in ("fp32", "fp16", "int8")
-                             else "int8")
+        res.parity = compare(pred.logits, reference.logits, precision)
         res.drop = (top1_ref if top1_ref is not None else topk_accuracy(reference.logits, reference.labels, 1)) \
             - res.top1
         res.max_drop = DEFAULT_MAX_DROP.get(precision, 1.0) if max_drop is None else max_drop
@@ -125,7 +128,7 @@ def artifact_precision(path: str | Path) -> str:
     if p.suffix == ".onnx":
         import onnx
 
-        from ..exporters.metadata import read_onnx_metadata
+        from sa_deploy.exporters.metadata import read_onnx_metadata
 
         return read_onnx_metadata(onnx.load(str(p), load_external_data=False)).get("precision", "fp32")
     return "fp32"
@@ -135,10 +138,12 @@ def validate_artifacts(reference: Runner, artifacts: Iterable[str | Path], sourc
                        max_drop: float | None = None, batch_size: int = 64, progress: bool = True,
                        reference_name: str = "pytorch fp32", threads: int | None = None) -> ValidationReport:
     """Accuracy of PyTorch and of each artifact on the same images; ``max_drop`` overrides the per-precision
-    defaults (DEFAULT_MAX_DROP); ``threads`` caps each artifact runner's threads. Does not raise on budget failures: call ``report.raise_if_failed()``."""
-    from ..runners import open_runner
+    defaults (DEFAULT_MAX_DROP); ``threads`` caps each artifact runner's threads. Does not raise on budget
+    failures: call ``report.raise_if_failed()``."""
+    from sa_deploy.backends import open_runner
 
-    ref_pred = predict(reference, source, batch_size, reference_name, progress)
+    with reference:
+        ref_pred = predict(reference, source, batch_size, reference_name, progress)
     ref = score(reference_name, "fp32", ref_pred)
     results = []
     for art in artifacts:

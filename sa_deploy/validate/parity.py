@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..runners.base import Runner
+from sa_deploy.backends.base import Runner
 
 
 @dataclass(frozen=True)
@@ -18,8 +18,22 @@ class Tolerance:
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_abs=1e-4, min_cosine=0.99999, min_top1_agreement=1.0),
     "fp16": Tolerance(max_abs=None, min_cosine=0.999, min_top1_agreement=0.95),
+    # bf16 keeps 8 mantissa bits (fp16: 11): OpenVINO's bf16 hint runs convolutions in it
+    "bf16": Tolerance(max_abs=None, min_cosine=0.995, min_top1_agreement=0.9),
     "int8": Tolerance(max_abs=None, min_cosine=0.98, min_top1_agreement=0.8),
 }
+
+
+# the tolerance class of each artifact precision (ONNX, CoreML, OpenVINO, TensorRT spell them differently)
+TOLERANCE_CLASS: dict[str, str] = {
+    "fp32": "fp32", "fp16": "fp16", "bf16": "bf16",
+    "int8": "int8", "int8-weights": "int8", "palettize": "int8", "w8a8": "int8",
+}
+
+
+def tolerance_class(precision: str) -> str:
+    """The TOLERANCES key for an artifact precision (unknown ones are treated as quantized: int8)."""
+    return TOLERANCE_CLASS.get(precision, "int8")
 
 
 @dataclass
@@ -42,7 +56,7 @@ def compare(candidate: np.ndarray, reference: np.ndarray, precision: str = "fp32
 
     max_rel is elementwise |a-b| / max(|b|, 1e-3) so that near-zero logits do not dominate; cosine is the mean
     over samples of the per-sample cosine similarity."""
-    tol = tolerance or TOLERANCES[precision]
+    tol = tolerance or TOLERANCES[tolerance_class(precision)]
     a = np.asarray(candidate, np.float64)
     b = np.asarray(reference, np.float64)
     if a.shape != b.shape:

@@ -1,0 +1,125 @@
+"""Latency of ONNX artifacts on onnxruntime CPU, variants interleaved in rounds so that they share the machine's
+state (other jobs, clocks, caches) and their ratios stay meaningful on a busy machine.
+
+Each round runs every variant (in a rotated order) for ``iters`` timed calls at each batch size. Latency columns
+are the median / p90 of all timed calls; ratio columns are the median over rounds of the per-round ratio of
+medians (paired within a round, so slow drifts of the machine cancel)."""
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sa_deploy.backends import OnnxRuntimeRunner
+from sa_deploy.exporters.inspect import load_onnx
+from sa_deploy.exporters.onnx import file_input_size
+from sa_deploy.report.bench import write_benchmark
+from sa_deploy.util.machine import machine_info
+
+
+@dataclass
+class Artifact:
+    group: str  # results are compared within a group (one model)
+    name: str  # variant name, e.g. fold / floor / int8-cpu
+    path: Path
+    note: str = ""
+
+
+@dataclass
+class BenchRow:
+    group: str
+    variant: str
+    batch: int
+    nodes: int
+    size_bytes: int
+    median_ms: float
+    p90_ms: float
+    throughput: float  # images per second at the median latency
+    vs_floor: float | None
+    vs_naive: float | None
+    rounds: int
+    samples: int
+    round_medians_ms: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _paired_ratio(a: list[float], b: list[float]) -> float:
+    return float(np.median(np.asarray(a) / np.asarray(b)))
+
+
+def bench_group(artifacts: list[Artifact], batches: tuple[int, ...] = (1, 8), rounds: int = 5, iters: int = 10,
+                warmup: int = 3, threads: int | None = None, floor: str = "floor", naive: str = "naive",
+                progress=None) -> list[BenchRow]:
+    """Benchmark the artifacts of one group (same input size), interleaved; ratios to the ``floor`` and
+    ``naive`` variants when the group has them."""
+    size = {file_input_size(load_onnx(a.path)) for a in artifacts}
+    if len(size) != 1 or 0 in size:
+        raise ValueError(f"artifacts of one group need one static input size, got {sorted(size)}")
+    input_size = size.pop()
+    nodes = {a.name: len(load_onnx(a.path).graph.node) for a in artifacts}
+    rows: list[BenchRow] = []
+    with ExitStack() as stack:
+        runners = {a.name: stack.enter_context(OnnxRuntimeRunner(a.path, threads)) for a in artifacts}
+        for batch in batches:
+            x = np.random.default_rng(batch).standard_normal((batch, 3, input_size, input_size), np.float32)
+            for r in runners.values():
+                r.latency_ms(x, warmup=warmup, iters=0)
+            samples: dict[str, list[float]] = {a.name: [] for a in artifacts}
+            per_round: dict[str, list[float]] = {a.name: [] for a in artifacts}
+            names = [a.name for a in artifacts]
+            for rnd in range(rounds):
+                k = rnd % len(names)
+                for name in names[k:] + names[:k]:  # rotate so no variant always runs first or last
+                    t = runners[name].latency_ms(x, warmup=1, iters=iters)
+                    samples[name] += t
+                    per_round[name].append(float(np.median(t)))
+                if progress:
+                    progress(f"batch {batch}: round {rnd + 1}/{rounds}")
+            for a in artifacts:
+                t = np.asarray(samples[a.name])
+                med = float(np.median(t))
+                rows.append(BenchRow(
+                    a.group, a.name, batch, nodes[a.name], a.path.stat().st_size, med, float(np.percentile(t, 90)),
+                    batch * 1e3 / med,
+                    _paired_ratio(per_round[a.name], per_round[floor]) if floor in per_round else None,
+                    _paired_ratio(per_round[a.name], per_round[naive]) if naive in per_round else None,
+                    rounds, len(t), per_round[a.name]))
+    return rows
+
+
+def artifacts_from_files(paths: list[str | Path]) -> list[Artifact]:
+    """Artifacts grouped by the model named in their metadata; named by their benchmark tag or file stem."""
+    from sa_deploy.bench.variants import read_tags
+    from sa_deploy.exporters.metadata import read_onnx_metadata
+
+    out = []
+    for p in paths:
+        meta = read_onnx_metadata(load_onnx(p))
+        name, note = read_tags(p)
+        if name == Path(p).stem and "lowering" in meta:  # an exported file: name it by its deploy config
+            name = "naive" if meta["lowering"] == "none" else meta["lowering"]
+            name += "" if meta.get("precision", "fp32") == "fp32" else f"-{meta['precision']}"
+        out.append(Artifact(meta.get("model", "artifacts"), name, Path(p), note))
+    names = [(a.group, a.name) for a in out]
+    if len(set(names)) != len(names):  # two files with one tag: fall back to file names
+        out = [Artifact(a.group, a.path.stem, a.path, a.note) for a in out]
+    return out
+
+
+def run_benchmark(artifacts: list[Artifact], out_dir: str | Path, command: str, batches: tuple[int, ...] = (1, 8),
+                  rounds: int = 5, iters: int = 10, threads: int | None = None, notes: list[str] | None = None,
+                  progress=None, extra: str = "") -> tuple[list[BenchRow], Path]:
+    """Benchmark each group in turn and write RESULTS.md, results.json and latency.png into ``out_dir``."""
+    rows: list[BenchRow] = []
+    groups = list(dict.fromkeys(a.group for a in artifacts))
+    for g in groups:
+        sel = [a for a in artifacts if a.group == g]
+        step = (lambda msg, g=g: progress(f"{g} {msg}")) if progress else None
+        rows += bench_group(sel, batches, rounds, iters, threads=threads, progress=step)
+    produced = [f"{a.group} {a.name}: {a.note}" for a in artifacts if a.note]
+    report = write_benchmark(rows, out_dir, command, machine_info(threads), (notes or []) + produced, extra)
+    return rows, report

@@ -1,0 +1,118 @@
+"""The ONNX variants the benchmark compares for one registered model, built into a folder (reused if present).
+
+naive (lowering none + onnxsim), reshape-transpose, fold, floor (same backbone with every ``sa`` replaced by
+nn.Identity: what SA costs is measured against it), and fold converted to fp16, int8-cpu and int8-tensorrt (each
+flavour's default SA-gate precision), plus int8-cpu-float-gate (the cpu flavour with the gate kept float)."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from torch import nn
+
+from sa_deploy.bench.converters import to_fp16, to_int8
+from sa_deploy.data.resolve import default_data_dir
+from sa_deploy.exporters.metadata import PREFIX
+from sa_deploy.exporters.onnx import export_onnx, random_inputs
+from sa_deploy.models import create_model
+from sa_deploy.models.random_weights import randomize
+
+VARIANTS = ("floor", "naive", "reshape-transpose", "fold", "fp16", "int8-cpu", "int8-cpu-float-gate", "int8-tensorrt")
+# INT8 variants: (flavour, keep the SA gate float; None = the flavour's default)
+INT8_VARIANTS = {"int8-cpu": ("cpu", None), "int8-cpu-float-gate": ("cpu", True), "int8-tensorrt": ("tensorrt", None)}
+VARIANT_KEY = PREFIX + "bench_variant"
+NOTE_KEY = PREFIX + "bench_note"
+
+
+@dataclass
+class Variant:
+    model: str
+    name: str
+    path: Path
+    note: str = ""
+    weights: str = ""
+
+
+def without_sa(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with each block's ``sa`` replaced by nn.Identity (the SA-free floor)."""
+    floor = copy.deepcopy(model)
+    for m in floor.modules():
+        if isinstance(getattr(m, "sa", None), nn.Module):
+            m.sa = nn.Identity()
+    return floor
+
+
+def tag_variant(path: Path, name: str, note: str) -> None:
+    model = onnx.load(str(path))
+    props = [p for p in model.metadata_props if p.key not in (VARIANT_KEY, NOTE_KEY)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(props)
+    model.metadata_props.add(key=VARIANT_KEY, value=name)
+    model.metadata_props.add(key=NOTE_KEY, value=note)
+    onnx.save(model, str(path))
+
+
+def read_tags(path: str | Path) -> tuple[str, str]:
+    """(variant, note) a benchmark file was built with (its metadata); else (file stem, "")."""
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return props.get(VARIANT_KEY, Path(path).stem), props.get(NOTE_KEY, "")
+
+
+def calibration_batches(model: nn.Module, num: int = 64, batch: int = 8) -> tuple[list[np.ndarray], str]:
+    """Calibration inputs: CIFAR-10 training images for 32x32 models, seeded random inputs otherwise."""
+    cfg = model.deploy_config.preprocess
+    root = default_data_dir()
+    cifar_dir = root / "train" if root else None
+    if cfg.input_size == 32 and cifar_dir is not None and cifar_dir.is_dir():
+        from sa_deploy.data.sources import open_source
+
+        src = open_source(cifar_dir, cfg, num=num)
+        return [x for x, _ in src.batches(batch)], f"{num} CIFAR-10 training images"
+    chunks = [random_inputs(cfg.input_size, batch, seed=1000 + i) for i in range(0, num, batch)]
+    return chunks, f"{num} random N(0,1) inputs (no labeled {cfg.input_size}x{cfg.input_size} data here)"
+
+
+def _load(model_name: str) -> tuple[nn.Module, str]:
+    """Embedded trained weights where the model has them, else seeded random ones (models.random_weights)."""
+    from sa_deploy.errors import SADeployError
+
+    try:
+        return create_model(model_name, pretrained=True), "embedded trained weights"
+    except SADeployError:
+        return randomize(create_model(model_name)), "seeded random weights (SA parameters and BN statistics)"
+
+
+def build_variants(model_name: str, out_dir: str | Path, variants: tuple[str, ...] = VARIANTS,
+                   reuse: bool = True, calib_images: int = 64) -> list[Variant]:
+    """Export the benchmark variants of ``model_name`` to ``out_dir/<model>_<variant>.onnx``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, weights = _load(model_name)
+    path = {v: out / f"{model_name}_{v}.onnx" for v in VARIANTS}
+    built: list[Variant] = []
+    calib: tuple[list[np.ndarray], str] | None = None
+    # fp16/int8 are converted from the fold file, so it is built whenever one of them is asked for
+    needed = [v for v in VARIANTS if v in variants or (v == "fold" and {"fp16", *INT8_VARIANTS} & set(variants))]
+    for v in needed:
+        note = ""
+        if reuse and path[v].is_file():
+            note = read_tags(path[v])[1]
+        else:
+            if v == "floor":
+                export_onnx(without_sa(model), path[v], lowering="none")
+            elif v in ("naive", "reshape-transpose", "fold"):
+                export_onnx(model, path[v], lowering="none" if v == "naive" else v)
+            elif v == "fp16":
+                note = to_fp16(path["fold"], path[v])
+            else:
+                if calib is None:
+                    calib = calibration_batches(model, calib_images)
+                flavour, gate_float = INT8_VARIANTS[v]
+                note = f"{to_int8(path['fold'], path[v], flavour, calib[0], gate_float)}; calibration: {calib[1]}"
+            tag_variant(path[v], v, note)
+        if v in variants:
+            built.append(Variant(model_name, v, path[v], note, weights))
+    return built

@@ -1,0 +1,31 @@
+"""Seeded random weights of a plausible scale, for tests and benchmarks of models without trained weights.
+
+Not the init values: at init many per-channel SA constants are all zeros, onnxsim merges equal initializers, and
+the INT8 quantizer then sees one tensor as both a conv bias and an SA scale. Latency does not depend on the
+values; INT8 calibration ranges, the graph's initializers and the lowering property tests do."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sa_deploy.models.sa_layer import SALayer
+
+# SA parameters centred on 1 (the rest on 0), as trained SA layers are: a gate near sigmoid(1)
+_CENTRED_ON_ONE = ("cbias", "sbias", "gn.weight")
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random SA parameters and BN statistics/affine, in place; returns the model in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, SALayer):
+                for name, p in m.named_parameters():
+                    centre = 1.0 if name in _CENTRED_ON_ONE else 0.0
+                    p.copy_(centre + 0.5 * torch.randn(p.shape, generator=g))
+            elif isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.25)
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+    return model.eval()
