@@ -43,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
                           strongly_typed=args.strongly_typed or None, legacy_calibrator=args.legacy_calibrator,
                           calib=args.calib, calib_num=args.calib_num, lint=not args.no_lint)
     side = result.sidecar
-    console.print(f"[bold]built[/bold] {result.path} ({mb(result.size_bytes)} MB, {side['precision']}, "
-                  f"{side['typing']}, TensorRT {side['tensorrt_version']}, {side['gpu']['name']}, batch "
-                  f"{side['profile']['min'][0]}..{side['profile']['max'][0]}, {side['build_seconds']} s)")
+    low, high = side.batch_range
+    console.print(f"[bold]built[/bold] {result.path} ({mb(result.size_bytes)} MB, {side.precision}, {side.typing}, "
+                  f"TensorRT {side.tensorrt_version}, {side.gpu.get('name')}, batch {low}..{high}, "
+                  f"{side.build_seconds} s)")
     console.print(f"  sidecar {result.sidecar_path}")
     return 0
