@@ -113,6 +113,43 @@ def export_coreml(model: nn.Module, out_dir: str | Path, precision: str = "fp32"
     return CoreMLResult(exp, stats, runner)
 
 
+@dataclass
+class OpenVINOResult:
+    export: Any  # backends.openvino.export.OpenVINOExport
+    parity: list[ParityStats] = field(default_factory=list)  # vs the source ONNX on onnxruntime
+
+
+def openvino_parity(ir_path: str | Path, source_onnx: str | Path, precision: str, input_size: int,
+                    precision_hint: str = "f32", batches: tuple[int, ...] = (1, 3)) -> list[ParityStats]:
+    """Parity of an IR (OpenVINO CPU, ``precision_hint``) vs the ONNX file it came from (onnxruntime), at several
+    batch sizes through the same dynamic-batch IR; the tolerance class is the IR's precision."""
+    from sa_deploy.backends.openvino.runner import OpenVINORunner
+
+    inputs = [random_inputs(input_size, b, seed=200 + b) for b in batches]
+    with OpenVINORunner(ir_path, precision_hint=precision_hint) as runner, OnnxRuntimeRunner(source_onnx) as ref:
+        return check_parity(runner, ref, inputs, precision)
+
+
+def export_openvino(onnx_path: str | Path, out: str | Path | None = None, fp16_weights: bool = False,
+                    parity: bool = True) -> OpenVINOResult:
+    """OpenVINO IR (.xml + .bin) from an sa-deploy ONNX file: FP32, FP32 with ``fp16_weights`` (compressed), or
+    INT8 from a Q/DQ ONNX. Default output beside the ONNX: ``<stem>_fp32.xml`` / ``<stem>_fp16.xml``, and
+    ``<stem>.xml`` for a Q/DQ file (its name already says int8). Parity is checked against the source ONNX."""
+    from sa_deploy.backends.openvino.export import convert_onnx
+
+    onnx_path = Path(onnx_path)
+    preprocess = deploy_preprocess(onnx_path)
+    if out is None:
+        from sa_deploy.exporters.inspect import load_onnx
+        from sa_deploy.exporters.metadata import read_onnx_metadata
+
+        int8 = read_onnx_metadata(load_onnx(onnx_path)).get("precision") == "int8"
+        out = derived_path(onnx_path, "" if int8 else ("fp16" if fp16_weights else "fp32"), suffix=".xml")
+    exp = convert_onnx(onnx_path, out, fp16_weights)
+    stats = openvino_parity(exp.path, onnx_path, exp.precision, preprocess.input_size) if parity else []
+    return OpenVINOResult(exp, stats)
+
+
 # --- precision: INT8 / FP16 artifacts and their accuracy -----------------------------------------------------------
 
 def deploy_preprocess(onnx_path: str | Path):

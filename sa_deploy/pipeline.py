@@ -39,19 +39,22 @@ class Artifact:
     reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    runner_options: dict[str, Any] = field(default_factory=dict)  # e.g. OpenVINO's precision_hint
 
     def to_dict(self) -> dict:
         size = _size_mb(self.path) if self.path and self.path.exists() else None
         return {"name": self.name, "format": self.format, "precision": self.precision, "lowering": self.lowering,
                 "variant": self.variant or self.precision, "path": str(self.path) if self.path else None,
                 "size_mb": size, "status": self.status,
-                "reason": self.reason, **self.metrics, **self.extra}
+                "reason": self.reason, "runner_options": self.runner_options, **self.metrics, **self.extra}
 
 
 def _size_mb(path: Path) -> float:
     if path.is_dir():
         return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6, 3)
-    return round(path.stat().st_size / 1e6, 3)
+    weights = path.with_suffix(".bin") if path.suffix == ".xml" else None  # an OpenVINO IR is .xml + .bin
+    extra = weights.stat().st_size if weights is not None and weights.is_file() else 0
+    return round((path.stat().st_size + extra) / 1e6, 3)
 
 
 class Stages:
@@ -131,6 +134,7 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
         artifacts.append(_mark(art, rec))
 
     _coreml_stage(plan, model, calib, out, stages, artifacts)
+    _openvino_stage(plan, artifacts, stages)
     _tensorrt_stage(plan, artifacts, stages)
 
     report_sensitivity: list[dict] = []
@@ -186,8 +190,9 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
 
 def _evaluate(art: Artifact, source, ref: Predictions, x1: np.ndarray, plan: RunPlan) -> None:
     """Top-1/top-5, drop and parity vs PyTorch on the same images, the plan's budget, and latency."""
-    budget = plan.int8_max_drop if tolerance_class(art.precision) == "int8" else plan.fp16_max_drop
-    with open_runner(art.path, plan.threads) as runner:
+    budget = {"int8": plan.int8_max_drop, "bf16": plan.bf16_max_drop}.get(tolerance_class(art.precision),
+                                                                         plan.fp16_max_drop)
+    with open_runner(art.path, plan.threads, **art.runner_options) as runner:
         res = score(art.name, art.precision, predict(runner, source, desc=art.name), ref, max_drop=budget)
         iters = plan.latency_iters if art.format != "coreml" else max(1, plan.latency_iters // 10)
         latency = float(np.median(runner.latency_ms(x1, warmup=1, iters=iters)))
@@ -242,6 +247,41 @@ def _coreml_stage(plan: RunPlan, model, calib, out: Path, stages: Stages, artifa
                                     calib=calib if precision == "w8a8" else None)
             art.path = Path(res.export.path)
         artifacts.append(_mark(art, rec))
+
+
+def _openvino_stage(plan: RunPlan, artifacts: list[Artifact], stages: Stages) -> None:
+    """IRs from the ONNX artifacts (the Q/DQ ONNX is the INT8 contract); the FP32 IR also runs with the bf16 hint
+    where the CPU has bf16 (same file, another runner precision)."""
+    if not plan.openvino:
+        stages.skip("OpenVINO IR", "disabled in the plan")
+        return
+    reason = unavailable_reason("openvino")
+    if reason:
+        stages.skip("OpenVINO IR", reason)
+        return
+    sources = {"fp32": next((a for a in artifacts if a.format == "onnx" and a.precision == "fp32"
+                             and a.status == "ok"), None),
+               "int8": next((a for a in artifacts if a.name == "onnx-int8-cpu" and a.status == "ok"), None)}
+    for precision, src_key, fp16_weights in (("fp32", "fp32", False), ("fp16", "fp32", True), ("int8", "int8", False)):
+        src = sources[src_key]
+        if src is None:
+            continue
+        art = Artifact(f"openvino-{precision}", "openvino", precision, None, src.lowering,
+                       f"{src.variant or precision}" if precision == "int8" else f"{precision} weights, f32 hint")
+        with stages.stage(f"OpenVINO IR ({precision})") as rec:
+            res = api.export_openvino(src.path, fp16_weights=fp16_weights, parity=False)
+            art.path = res.export.path
+        artifacts.append(_mark(art, rec))
+    fp32_ir = next((a for a in artifacts if a.name == "openvino-fp32" and a.status == "ok"), None)
+    if fp32_ir is None or not plan.openvino_bf16:
+        return
+    from sa_deploy.backends.openvino.device import cpu_has_bf16
+
+    if not cpu_has_bf16():
+        stages.skip("OpenVINO bf16 hint", "this CPU reports no bf16")
+        return
+    artifacts.append(Artifact("openvino-bf16", "openvino", "bf16", fp32_ir.path, fp32_ir.lowering,
+                              "fp32 IR, bf16 hint", runner_options={"precision_hint": "bf16"}))
 
 
 def _tensorrt_stage(plan: RunPlan, artifacts: list[Artifact], stages: Stages) -> None:

@@ -23,6 +23,8 @@ class RunPlan:
     calib_num: int = 512
     val_num: int | None = None  # None: every validation image
     coreml: bool = True
+    openvino: bool = True  # IR FP32, FP16 weights and INT8 (from the cpu-flavour Q/DQ ONNX) on the CPU plugin
+    openvino_bf16: bool = True  # also run the FP32 IR with the bf16 hint, where the CPU has bf16
     coreml_precisions: list[str] = field(default_factory=lambda: ["fp16", "w8a8"])
     coreml_val_num: int | None = 500  # off macOS CoreML runs in the numpy reference executor: a subset
     tensorrt: bool = True
@@ -31,6 +33,7 @@ class RunPlan:
     latency_iters: int = 30
     int8_max_drop: float = 1.0
     fp16_max_drop: float = 0.1
+    bf16_max_drop: float = 0.5  # bf16 keeps 8 mantissa bits
     threads: int | None = None
     seed: int = 0
 

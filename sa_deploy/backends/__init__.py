@@ -46,6 +46,8 @@ register_backend(Backend("onnxruntime", "sa_deploy.backends.ort", "sa_deploy.bac
                          (".onnx",)))
 register_backend(Backend("coreml", "sa_deploy.backends.coreml", "sa_deploy.backends.coreml.runner:CoreMLRunner",
                          (".mlpackage",)))
+register_backend(Backend("openvino", "sa_deploy.backends.openvino",
+                         "sa_deploy.backends.openvino.runner:OpenVINORunner", (".xml",)))
 register_backend(Backend("tensorrt", "sa_deploy.backends.trt", "sa_deploy.backends.trt.runner:TensorRTRunner",
                          (".engine", ".plan")))
 
@@ -70,13 +72,17 @@ def backend_for(path: str | Path) -> Backend:
     raise SADeployError(f"don't know how to run {p.name}: expected one of {known}")
 
 
-def open_runner(path: str | Path, threads: int | None = None) -> Runner:
-    """A (not yet activated) runner for an artifact file, chosen by its format; use it as ``with runner:``."""
+def open_runner(path: str | Path, threads: int | None = None, **options) -> Runner:
+    """A (not yet activated) runner for an artifact file, chosen by its format; use it as ``with runner:``.
+    ``options`` go to the runner (e.g. ``precision_hint="bf16"`` for OpenVINO)."""
     p = Path(path)
     if not p.exists():
         raise SADeployError(f"artifact not found: {p}")
-    cls = backend_for(p).runner_class()
-    return cls(p, threads=threads)
+    backend = backend_for(p)
+    reason = backend.unavailable_reason() if backend.name != "onnxruntime" else None
+    if reason and backend.name != "tensorrt":  # the TensorRT runner says itself what is missing (tensorrt or GPU)
+        raise SADeployError(f"cannot run {p.name}: {reason}")
+    return backend.runner_class()(p, threads=threads, **options)
 
 
 __all__ = ["BACKENDS", "Backend", "OnnxRuntimeRunner", "Runner", "TorchRunner", "backend_for", "get_backend",

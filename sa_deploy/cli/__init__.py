@@ -9,8 +9,8 @@ import warnings
 
 from sa_deploy.errors import SADeployError
 
-COMMANDS = ["cmd_list_models", "cmd_export", "cmd_inspect", "cmd_quantize", "cmd_validate", "cmd_run",
-            "cmd_lint", "cmd_build", "cmd_bench"]
+COMMANDS = ["cmd_list_models", "cmd_export", "cmd_inspect", "cmd_quantize", "cmd_convert", "cmd_validate",
+            "cmd_run", "cmd_lint", "cmd_build", "cmd_bench"]
 
 EPILOG = """examples:
   sa-deploy list-models
@@ -21,6 +21,7 @@ EPILOG = """examples:
   sa-deploy build out/sa_resnet_cifar_fold_int8.onnx --precision int8
   sa-deploy quantize out/sa_resnet_cifar_fold.onnx --calib ../shared/data/cifar10/train --flavour tensorrt
   sa-deploy fp16 out/sa_resnet_cifar_fold.onnx
+  sa-deploy convert out/sa_resnet_cifar_fold.onnx --to openvino --fp16-weights
   sa-deploy validate --model sa_resnet_cifar --pretrained --data ../shared/data/cifar10/val \\
       --artifacts out/sa_resnet_cifar_fold.onnx out/sa_resnet_cifar_fold_fp16.onnx --json out/validation.json
   sa-deploy bench out/sa_resnet_cifar_fold.onnx out/sa_resnet_cifar_none.onnx --batch 1 8 --rounds 10

@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8-method", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--max-drop", type=float, dest="int8_max_drop", help="INT8 top-1 drop budget, points (1.0)")
     p.add_argument("--no-coreml", action="store_false", dest="coreml", default=None)
+    p.add_argument("--no-openvino", action="store_false", dest="openvino", default=None)
     p.add_argument("--no-tensorrt", action="store_false", dest="tensorrt", default=None)
     p.set_defaults(func=run)
 
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from sa_deploy.report.render import COLUMNS, summary_rows
 
     overrides = {k: getattr(args, k) for k in ("model", "checkpoint", "data", "out", "calib_num", "val_num",
-                                                 "int8_method", "int8_max_drop", "coreml", "tensorrt")}
+                                                 "int8_method", "int8_max_drop", "coreml", "openvino", "tensorrt")}
     plan = load_plan(args.config, overrides)
     report = run_pipeline(plan, log=lambda s: console.print(s, markup=False))
     table = Table(title=f"{report['model']['name']}: {report['data']['val_images']} validation images, "

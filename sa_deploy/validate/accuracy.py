@@ -14,7 +14,7 @@ from sa_deploy.errors import BudgetExceededError, SADeployError
 from sa_deploy.validate.parity import ParityStats, compare
 
 # default allowed top-1 drop (points) vs PyTorch FP32, per precision
-DEFAULT_MAX_DROP: dict[str, float] = {"fp32": 0.1, "fp16": 0.1, "int8": 1.0}
+DEFAULT_MAX_DROP: dict[str, float] = {"fp32": 0.1, "fp16": 0.1, "bf16": 0.5, "int8": 1.0}
 
 
 class LabeledSource(Protocol):
@@ -131,6 +131,10 @@ def artifact_precision(path: str | Path) -> str:
         from sa_deploy.exporters.metadata import read_onnx_metadata
 
         return read_onnx_metadata(onnx.load(str(p), load_external_data=False)).get("precision", "fp32")
+    if p.suffix == ".xml":
+        from sa_deploy.backends.openvino.inspect import read_ir_metadata
+
+        return read_ir_metadata(p).get("precision", "fp32")
     return "fp32"
 
 

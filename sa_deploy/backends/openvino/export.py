@@ -1,0 +1,81 @@
+"""ONNX -> OpenVINO IR with OpenVINO's own converter and writer (``convert_model``, ``save_model``).
+
+The ONNX file is the contract: FP32 from the FP32 export, ``fp16`` = the same graph with FP16-compressed weights
+(decompressed to f32 at load; compute precision is the runner's hint), ``int8`` = the Q/DQ ONNX from
+``sa-deploy quantize`` as is (OpenVINO's low-precision transformations turn Q/DQ into int8 kernels; no second
+calibration). The deploy config of the ONNX metadata travels in the IR's rt_info under ``sa_deploy``. The .bin and
+.xml are written to a temp folder beside the target and renamed into place (.bin first, .xml last)."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sa_deploy.backends.openvino.device import import_openvino
+from sa_deploy.errors import SADeployError
+from sa_deploy.exporters.inspect import load_onnx
+from sa_deploy.exporters.metadata import read_onnx_metadata
+from sa_deploy.util.hashing import file_sha256
+
+RT_INFO_KEY = "sa_deploy"
+
+
+@dataclass
+class OpenVINOExport:
+    path: Path  # the .xml; its weights are path.with_suffix(".bin")
+    precision: str  # fp32 | fp16 (compressed weights) | int8 (from Q/DQ)
+    source_onnx: Path
+    size_bytes: int
+    seconds: float
+    op_histogram: dict[str, int] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def ir_precision(onnx_precision: str, fp16_weights: bool) -> str:
+    if onnx_precision == "int8":
+        if fp16_weights:
+            raise SADeployError("an INT8 (Q/DQ) ONNX keeps its int8 weights; drop --fp16-weights")
+        return "int8"
+    if onnx_precision == "fp16":
+        raise SADeployError("convert the FP32 ONNX with --fp16-weights instead of an FP16 ONNX: OpenVINO keeps "
+                            "FP16 weights compressed and computes at the runner's precision hint")
+    return "fp16" if fp16_weights else "fp32"
+
+
+def convert_onnx(onnx_path: str | Path, out: str | Path, fp16_weights: bool = False) -> OpenVINOExport:
+    """Write ``out`` (.xml) + its .bin from an sa-deploy ONNX file; returns what was written."""
+    ov = import_openvino("OpenVINO export")
+    onnx_path, out = Path(onnx_path), Path(out)
+    if out.suffix != ".xml":
+        raise SADeployError(f"an OpenVINO IR is written as NAME.xml (+ NAME.bin), got {out.name}")
+    meta = read_onnx_metadata(load_onnx(onnx_path))
+    precision = ir_precision(meta.get("precision", "fp32"), fp16_weights)
+    start = time.perf_counter()
+    try:
+        model = ov.convert_model(str(onnx_path))
+    except Exception as exc:  # OpenVINO raises its own exception types for unsupported graphs
+        raise SADeployError(f"OpenVINO cannot convert {onnx_path.name}: {str(exc).splitlines()[0][:200]}") from None
+    config = {**meta, "format": "openvino", "precision": precision, "source_onnx_sha256": file_sha256(onnx_path),
+              "openvino_version": ov.__version__.split("-")[0]}
+    for key, value in sorted(config.items()):
+        model.set_rt_info(str(value), [RT_INFO_KEY, key])
+    _save_atomic(ov, model, out, compress_to_fp16=precision == "fp16")
+    ops = Counter(op.get_type_name() for op in model.get_ordered_ops())
+    size = out.stat().st_size + out.with_suffix(".bin").stat().st_size
+    return OpenVINOExport(out, precision, onnx_path, size, time.perf_counter() - start, dict(ops.most_common()),
+                          config)
+
+
+def _save_atomic(ov, model, out: Path, compress_to_fp16: bool) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        ov.save_model(model, str(tmp / out.name), compress_to_fp16=compress_to_fp16)
+        os.replace(tmp / out.with_suffix(".bin").name, out.with_suffix(".bin"))
+        os.replace(tmp / out.name, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.table import Table
+
+from sa_deploy.cli.common import console, mb
+
+EXAMPLES = """examples:
+  sa-deploy convert out/sa_resnet_cifar_fold.onnx --to openvino                  # FP32 IR
+  sa-deploy convert out/sa_resnet_cifar_fold.onnx --to openvino --fp16-weights   # FP16-compressed weights
+  sa-deploy convert out/sa_resnet_cifar_fold_int8_cpu_entropy.onnx --to openvino # INT8 from the Q/DQ ONNX
+needs: pip install 'sa-deploy[openvino]'; writes NAME.xml + NAME.bin (the deploy config is in the IR's rt_info)
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="convert an sa-deploy ONNX file to another runtime's format (OpenVINO IR)",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", type=Path, help="ONNX file written by sa-deploy (FP32 export or INT8 Q/DQ)")
+    p.add_argument("--to", choices=["openvino"], default="openvino", help="target format (default: openvino)")
+    p.add_argument("--fp16-weights", action="store_true", help="store weights as FP16 (FP32 ONNX only)")
+    p.add_argument("--out", type=Path, default=None, help="NAME.xml (default: beside FILE)")
+    p.add_argument("--no-parity", action="store_true", help="skip the parity check against the ONNX file")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sa_deploy import api
+    from sa_deploy.errors import BudgetExceededError
+
+    result = api.export_openvino(args.file, args.out, args.fp16_weights, parity=not args.no_parity)
+    exp = result.export
+    console.print(f"[bold]converted[/bold] {exp.path} (+ {exp.path.with_suffix('.bin').name}; {mb(exp.size_bytes)} MB, "
+                  f"{exp.precision}, OpenVINO {exp.metadata['openvino_version']}, {exp.seconds:.1f} s)")
+    if result.parity:
+        table = Table(title=f"parity vs {args.file.name} (OpenVINO CPU f32 hint vs onnxruntime)")
+        for col in ("batch", "max abs", "cosine", "top-1 agree", "status"):
+            table.add_column(col, justify="right")
+        for s in result.parity:
+            table.add_row(str(s.batch), f"{s.max_abs:.2e}", f"{s.cosine:.7f}", f"{s.top1_agreement:.0%}",
+                          "[green]pass[/green]" if s.passed else "[red]FAIL[/red]")
+        console.print(table)
+        if not all(s.passed for s in result.parity):
+            raise BudgetExceededError(f"parity check failed for {exp.path.name} (see table above)")
+    return 0
