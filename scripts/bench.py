@@ -21,18 +21,22 @@ from sa_deploy.report.bench import paired_ratio
 
 MODELS = ("sa_resnet50", "sa_mobilenetv2", "sa_resnet_cifar", "sa_mobilenetv2_cifar")
 PROFILED = ("floor", "fold", "int8-cpu", "int8-cpu-float-gate")
-# issue 6's targets: (model, variant, reference, limit)
-TARGETS = (("sa_resnet50", "fold", "floor", 1.05), ("sa_resnet50", "int8-cpu", "fold", 0.55))
+# targets: (model, runtime, variant, reference runtime, reference variant, limit)
+TARGETS = (("sa_resnet50", "onnxruntime", "fold", "onnxruntime", "floor", 1.05),
+           ("sa_resnet50", "onnxruntime", "int8-cpu", "onnxruntime", "fold", 0.55),
+           ("sa_resnet50", "openvino", "fold", "openvino", "floor", 1.05),
+           ("sa_resnet50", "openvino", "int8-cpu", "onnxruntime", "fold", 0.30))
 
 
 def target_lines(rows, batches) -> list[str]:
     out = []
-    for model, a, b, limit in TARGETS:
+    for model, rt, a, rt_b, b, limit in TARGETS:
         for batch in batches:
-            r = paired_ratio(rows, model, a, b, batch)
+            r = paired_ratio(rows, model, a, b, batch, rt, rt_b)
             if r is not None:
                 verdict = "reached" if r <= limit else "NOT reached"
-                out.append(f"target {model} {a} / {b} <= {limit:.2f}x at batch {batch}: {r:.3f}x, {verdict}")
+                out.append(f"target {model} {a} ({rt}) / {b} ({rt_b}) <= {limit:.2f}x at batch {batch}: "
+                           f"{r:.3f}x, {verdict}")
     return out
 
 
@@ -69,13 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         files = {f"{a.group} {a.name}": a.path for a in artifacts if a.group in profiled and a.name in PROFILED}
         extra = "\n".join(profile_markdown(files, batch=b, threads=args.threads) for b in args.profile_batch)
     rows, report = run_benchmark(artifacts, args.out, command.strip(), tuple(args.batch), args.rounds, args.iters,
-                                 args.threads, notes, progress=lambda m: console.print(m, style="dim"), extra=extra)
+                                 args.threads, notes, progress=lambda m: console.print(m, style="dim"), extra=extra,
+                                 runtimes=tuple(args.runtimes), verdicts=lambda r: target_lines(r, args.batch))
     print_rows(rows)
-    targets = target_lines(rows, args.batch)
-    if targets:  # appended so that the verdicts sit next to the numbers they come from
-        with open(report, "a") as f:
-            f.write("Targets (from this run):\n\n" + "".join(f"- {t}\n" for t in targets) + "\n")
-        console.print("\n".join(targets))
+    console.print("\n".join(target_lines(rows, args.batch)))
     console.print(f"wrote {report}")
     return 0
 

@@ -1,5 +1,6 @@
-"""Latency of ONNX artifacts on onnxruntime CPU, variants interleaved in rounds so that they share the machine's
-state (other jobs, clocks, caches) and their ratios stay meaningful on a busy machine.
+"""Latency of ONNX artifacts on the CPU runtimes (onnxruntime, OpenVINO f32 / bf16 hints), every (variant, runtime)
+pair interleaved in rounds so that they share the machine's state (other jobs, clocks, caches) and their ratios stay
+meaningful on a busy machine. OpenVINO reads the same ONNX files, so both runtimes time identical graphs.
 
 Each round runs every variant (in a rotated order) for ``iters`` timed calls at each batch size. Latency columns
 are the median / p90 of all timed calls; ratio columns are the median over rounds of the per-round ratio of
@@ -9,10 +10,12 @@ from __future__ import annotations
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from sa_deploy.backends import OnnxRuntimeRunner
+from sa_deploy.backends import OnnxRuntimeRunner, Runner, unavailable_reason
+from sa_deploy.errors import SADeployError
 from sa_deploy.exporters.inspect import load_onnx
 from sa_deploy.exporters.onnx import file_input_size
 from sa_deploy.report.bench import write_benchmark
@@ -42,9 +45,42 @@ class BenchRow:
     rounds: int
     samples: int
     round_medians_ms: list[float] = field(default_factory=list)
+    runtime: str = "onnxruntime"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# runtime name -> (backend, runner options)
+RUNTIMES: dict[str, tuple[str, dict]] = {
+    "onnxruntime": ("onnxruntime", {}),
+    "openvino": ("openvino", {"precision_hint": "f32"}),
+    "openvino-bf16": ("openvino", {"precision_hint": "bf16"}),
+}
+
+
+def available_runtimes() -> list[str]:
+    """The runtimes this machine can time (OpenVINO when installed; its bf16 hint where the CPU has bf16)."""
+    names = ["onnxruntime"]
+    if unavailable_reason("openvino") is None:
+        from sa_deploy.backends.openvino.device import cpu_has_bf16
+
+        names += ["openvino"] + (["openvino-bf16"] if cpu_has_bf16() else [])
+    return names
+
+
+def make_runner(runtime: str, path: Path, threads: int | None) -> Runner:
+    if runtime not in RUNTIMES:
+        raise SADeployError(f"unknown runtime '{runtime}'; choose from: {', '.join(RUNTIMES)}")
+    backend, options = RUNTIMES[runtime]
+    reason = unavailable_reason(backend)
+    if reason:
+        raise SADeployError(f"cannot time on {runtime}: {reason}")
+    if backend == "onnxruntime":
+        return OnnxRuntimeRunner(path, threads)
+    from sa_deploy.backends.openvino.runner import OpenVINORunner
+
+    return OpenVINORunner(path, threads, **options)
 
 
 def _paired_ratio(a: list[float], b: list[float]) -> float:
@@ -53,41 +89,44 @@ def _paired_ratio(a: list[float], b: list[float]) -> float:
 
 def bench_group(artifacts: list[Artifact], batches: tuple[int, ...] = (1, 8), rounds: int = 5, iters: int = 10,
                 warmup: int = 3, threads: int | None = None, floor: str = "floor", naive: str = "naive",
-                progress=None) -> list[BenchRow]:
-    """Benchmark the artifacts of one group (same input size), interleaved; ratios to the ``floor`` and
-    ``naive`` variants when the group has them."""
+                progress=None, runtimes: tuple[str, ...] = ("onnxruntime",)) -> list[BenchRow]:
+    """Benchmark the artifacts of one group (same input size) on each runtime, all interleaved; ratios to the
+    ``floor`` and ``naive`` variants of the same runtime when the group has them."""
     size = {file_input_size(load_onnx(a.path)) for a in artifacts}
     if len(size) != 1 or 0 in size:
         raise ValueError(f"artifacts of one group need one static input size, got {sorted(size)}")
     input_size = size.pop()
     nodes = {a.name: len(load_onnx(a.path).graph.node) for a in artifacts}
+    keys = [(rt, a.name) for rt in runtimes for a in artifacts]
+    by_name = {a.name: a for a in artifacts}
     rows: list[BenchRow] = []
     with ExitStack() as stack:
-        runners = {a.name: stack.enter_context(OnnxRuntimeRunner(a.path, threads)) for a in artifacts}
+        runners = {(rt, name): stack.enter_context(make_runner(rt, by_name[name].path, threads))
+                   for rt, name in keys}
         for batch in batches:
             x = np.random.default_rng(batch).standard_normal((batch, 3, input_size, input_size), np.float32)
             for r in runners.values():
                 r.latency_ms(x, warmup=warmup, iters=0)
-            samples: dict[str, list[float]] = {a.name: [] for a in artifacts}
-            per_round: dict[str, list[float]] = {a.name: [] for a in artifacts}
-            names = [a.name for a in artifacts]
+            samples: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
+            per_round: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
             for rnd in range(rounds):
-                k = rnd % len(names)
-                for name in names[k:] + names[:k]:  # rotate so no variant always runs first or last
-                    t = runners[name].latency_ms(x, warmup=1, iters=iters)
-                    samples[name] += t
-                    per_round[name].append(float(np.median(t)))
+                k = rnd % len(keys)
+                for key in keys[k:] + keys[:k]:  # rotate so no variant always runs first or last
+                    t = runners[key].latency_ms(x, warmup=1, iters=iters)
+                    samples[key] += t
+                    per_round[key].append(float(np.median(t)))
                 if progress:
                     progress(f"batch {batch}: round {rnd + 1}/{rounds}")
-            for a in artifacts:
-                t = np.asarray(samples[a.name])
+            for rt, name in keys:
+                t = np.asarray(samples[rt, name])
                 med = float(np.median(t))
+                a = by_name[name]
                 rows.append(BenchRow(
-                    a.group, a.name, batch, nodes[a.name], a.path.stat().st_size, med, float(np.percentile(t, 90)),
+                    a.group, name, batch, nodes[name], a.path.stat().st_size, med, float(np.percentile(t, 90)),
                     batch * 1e3 / med,
-                    _paired_ratio(per_round[a.name], per_round[floor]) if floor in per_round else None,
-                    _paired_ratio(per_round[a.name], per_round[naive]) if naive in per_round else None,
-                    rounds, len(t), per_round[a.name]))
+                    _paired_ratio(per_round[rt, name], per_round[rt, floor]) if (rt, floor) in per_round else None,
+                    _paired_ratio(per_round[rt, name], per_round[rt, naive]) if (rt, naive) in per_round else None,
+                    rounds, len(t), per_round[rt, name], rt))
     return rows
 
 
@@ -112,14 +151,16 @@ def artifacts_from_files(paths: list[str | Path]) -> list[Artifact]:
 
 def run_benchmark(artifacts: list[Artifact], out_dir: str | Path, command: str, batches: tuple[int, ...] = (1, 8),
                   rounds: int = 5, iters: int = 10, threads: int | None = None, notes: list[str] | None = None,
-                  progress=None, extra: str = "") -> tuple[list[BenchRow], Path]:
+                  progress=None, extra: str = "", runtimes: tuple[str, ...] = ("onnxruntime",),
+                  verdicts: Callable[[list[BenchRow]], list[str]] | None = None) -> tuple[list[BenchRow], Path]:
     """Benchmark each group in turn and write RESULTS.md, results.json and latency.png into ``out_dir``."""
     rows: list[BenchRow] = []
     groups = list(dict.fromkeys(a.group for a in artifacts))
     for g in groups:
         sel = [a for a in artifacts if a.group == g]
         step = (lambda msg, g=g: progress(f"{g} {msg}")) if progress else None
-        rows += bench_group(sel, batches, rounds, iters, threads=threads, progress=step)
+        rows += bench_group(sel, batches, rounds, iters, threads=threads, progress=step, runtimes=runtimes)
     produced = [f"{a.group} {a.name}: {a.note}" for a in artifacts if a.note]
-    report = write_benchmark(rows, out_dir, command, machine_info(threads), (notes or []) + produced, extra)
+    targets = verdicts(rows) if verdicts else []
+    report = write_benchmark(rows, out_dir, command, machine_info(threads), (notes or []) + produced, extra, targets)
     return rows, report

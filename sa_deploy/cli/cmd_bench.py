@@ -11,12 +11,13 @@ from sa_deploy.cli.common import console
 
 EXAMPLES = """examples:
   sa-deploy bench out/sa_resnet50_fold.onnx out/sa_resnet50_none.onnx --batch 1 8 --rounds 10
+  sa-deploy bench out/*.onnx --runtimes onnxruntime openvino openvino-bf16   # same files, both runtimes
   python scripts/bench.py            # builds every variant of the registered models and benchmarks them
 """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="latency of ONNX artifacts on onnxruntime CPU, interleaved in rounds",
+    p = sub.add_parser("bench", help="latency of ONNX artifacts on onnxruntime / OpenVINO CPU, interleaved in rounds",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("artifacts", nargs="+", type=Path, help=".onnx files (grouped by the model in their metadata)")
     add_bench_args(p)
@@ -30,27 +31,32 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
     p.add_argument("--iters", type=int, default=10, help="timed calls per variant per round (default: 10)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    p.add_argument("--runtimes", nargs="+", default=None, metavar="RUNTIME",
+                   help="onnxruntime, openvino, openvino-bf16 (default: every one available here)")
 
 
 def print_rows(rows) -> None:
-    from sa_deploy.report.bench import COLUMNS
+    from sa_deploy.report.bench import COLUMNS, row_cells
 
-    table = Table(title="onnxruntime CPU latency")
+    table = Table(title="CPU latency (one interleaved run)")
     for i, col in enumerate(COLUMNS):
-        table.add_column(col, justify="left" if i < 2 else "right")
+        table.add_column(col, justify="left" if i < 3 else "right")
     for r in rows:
-        table.add_row(r.group, r.variant, str(r.batch), str(r.nodes), f"{r.size_bytes / 1e6:.2f}",
-                      f"{r.median_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.throughput:.1f}",
-                      "-" if r.vs_floor is None else f"{r.vs_floor:.3f}x",
-                      "-" if r.vs_naive is None else f"{r.vs_naive:.3f}x")
+        table.add_row(*row_cells(r))
     console.print(table)
 
 
 def check_bench_args(args: argparse.Namespace) -> None:
+    from sa_deploy.bench.timing import RUNTIMES, available_runtimes
     from sa_deploy.errors import SADeployError
 
     if args.rounds < 1 or args.iters < 1 or min(args.batch) < 1:
         raise SADeployError("--rounds, --iters and --batch must be positive")
+    if args.runtimes is None:
+        args.runtimes = available_runtimes()
+    unknown = [r for r in args.runtimes if r not in RUNTIMES]
+    if unknown:
+        raise SADeployError(f"unknown runtime {unknown[0]!r}; choose from: {', '.join(RUNTIMES)}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     artifacts = artifacts_from_files(args.artifacts)
     command = "sa-deploy " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "sa-deploy bench ..."
     rows, report = run_benchmark(artifacts, args.out, command, tuple(args.batch), args.rounds, args.iters,
-                                 args.threads, progress=lambda m: console.print(m, style="dim"))
+                                 args.threads, progress=lambda m: console.print(m, style="dim"),
+                                 runtimes=tuple(args.runtimes))
     print_rows(rows)
     console.print(f"wrote {report}")
     return 0

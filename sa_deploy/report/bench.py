@@ -17,15 +17,21 @@ def _ratio(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}x"
 
 
-COLUMNS = ("model", "variant", "batch", "nodes", "size MB", "median ms", "p90 ms", "img/s", "vs floor", "vs naive")
+COLUMNS = ("model", "runtime", "variant", "batch", "nodes", "size MB", "median ms", "p90 ms", "img/s", "vs floor",
+           "vs naive")
+
+
+def row_cells(r: "BenchRow") -> tuple[str, ...]:
+    """One row of COLUMNS (the Markdown table and the CLI table show the same cells)."""
+    return (r.group, r.runtime, r.variant, str(r.batch), str(r.nodes), f"{r.size_bytes / 1e6:.2f}",
+            f"{r.median_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.throughput:.1f}", _ratio(r.vs_floor), _ratio(r.vs_naive))
 
 
 def markdown_table(rows: list["BenchRow"]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if i < 3 else "---:" for i in
                                                                  range(len(COLUMNS))) + "|"]
     for r in rows:
-        cells = (r.group, r.variant, str(r.batch), str(r.nodes), f"{r.size_bytes / 1e6:.2f}", f"{r.median_ms:.2f}",
-                 f"{r.p90_ms:.2f}", f"{r.throughput:.1f}", _ratio(r.vs_floor), _ratio(r.vs_naive))
+        cells = row_cells(r)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -34,26 +40,32 @@ KEY_RATIOS = (("fold", "floor"), ("naive", "floor"), ("reshape-transpose", "floo
               ("int8-cpu-float-gate", "fold"), ("int8-tensorrt", "fold"), ("fp16", "fold"))
 
 
-def paired_ratio(rows: list["BenchRow"], group: str, a: str, b: str, batch: int) -> float | None:
-    """Latency of variant ``a`` over variant ``b`` (paired per round, median over rounds), if both were run."""
-    by = {(r.group, r.variant, r.batch): r for r in rows}
-    ra, rb = by.get((group, a, batch)), by.get((group, b, batch))
+def paired_ratio(rows: list["BenchRow"], group: str, a: str, b: str, batch: int, runtime: str = "onnxruntime",
+                 runtime_b: str | None = None) -> float | None:
+    """Latency of variant ``a`` on ``runtime`` over variant ``b`` on ``runtime_b`` (default: the same runtime),
+    paired per round, median over rounds; None unless both were run."""
+    by = {(r.group, r.runtime, r.variant, r.batch): r for r in rows}
+    ra, rb = by.get((group, runtime, a, batch)), by.get((group, runtime_b or runtime, b, batch))
     if not (ra and rb):
         return None
     return float(np.median(np.asarray(ra.round_medians_ms) / np.asarray(rb.round_medians_ms)))
 
 
 def key_ratios(rows: list["BenchRow"]) -> str:
-    """Markdown table of the headline latency ratios (paired per round, median over rounds) per model and batch."""
-    by = {(r.group, r.variant, r.batch): r for r in rows}
-    pairs = [(a, b) for a, b in KEY_RATIOS if any(k[1] == a for k in by) and any(k[1] == b for k in by)]
+    """Markdown table of the headline latency ratios (paired per round, median over rounds) per model, runtime and
+    batch, plus each runtime's best INT8 / FP32 fold against onnxruntime's FP32 fold (one interleaved run)."""
+    variants = {r.variant for r in rows}
+    pairs = [(a, b) for a, b in KEY_RATIOS if a in variants and b in variants]
     if not pairs:
         return ""
-    lines = ["| model | batch | " + " | ".join(f"{a} / {b}" for a, b in pairs) + " |",
-             "|---|---:|" + "---:|" * len(pairs)]
-    for group, batch in dict.fromkeys((r.group, r.batch) for r in rows):
-        cells = [_ratio(paired_ratio(rows, group, a, b, batch)) for a, b in pairs]
-        lines.append(f"| {group} | {batch} | " + " | ".join(cells) + " |")
+    cross = [v for v in ("fold", "int8-cpu") if v in variants] if "fold" in variants else []
+    lines = ["| model | runtime | batch | " + " | ".join(f"{a} / {b}" for a, b in pairs)
+             + "".join(f" | {v} / onnxruntime fold" for v in cross) + " |",
+             "|---|---|---:|" + "---:|" * (len(pairs) + len(cross))]
+    for group, runtime, batch in dict.fromkeys((r.group, r.runtime, r.batch) for r in rows):
+        cells = [_ratio(paired_ratio(rows, group, a, b, batch, runtime)) for a, b in pairs]
+        cells += [_ratio(paired_ratio(rows, group, v, "fold", batch, runtime, "onnxruntime")) for v in cross]
+        lines.append(f"| {group} | {runtime} | {batch} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -65,19 +77,25 @@ def plot(rows: list["BenchRow"], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     panels = list(dict.fromkeys((r.group, r.batch) for r in rows))
+    runtimes = list(dict.fromkeys(r.runtime for r in rows))
+    colors = dict(zip(runtimes, ("#4c78a8", "#f58518", "#54a24b", "#b279a2")))
     cols = min(2, len(panels))
     nrows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(nrows, cols, figsize=(6.5 * cols, 3.2 * nrows), squeeze=False)
+    height = 3.2 if len(runtimes) == 1 else 4.6
+    fig, axes = plt.subplots(nrows, cols, figsize=(6.5 * cols, height * nrows), squeeze=False)
     for ax, (group, batch) in zip(axes.flat, panels):
         sel = [r for r in rows if r.group == group and r.batch == batch]
-        ax.barh([r.variant for r in sel], [r.median_ms for r in sel],
-                xerr=[[0] * len(sel), [r.p90_ms - r.median_ms for r in sel]], color="#4c78a8")
+        labels = [r.variant if len(runtimes) == 1 else f"{r.variant} ({r.runtime})" for r in sel]
+        ax.barh(labels, [r.median_ms for r in sel], xerr=[[0] * len(sel), [r.p90_ms - r.median_ms for r in sel]],
+                color=[colors[r.runtime] for r in sel])
         for i, r in enumerate(sel):
             if r.vs_floor is not None:
                 ax.text(r.median_ms, i, f" {r.vs_floor:.2f}x", va="center", fontsize=8)
         ax.invert_yaxis()
         ax.set_title(f"{group}, batch {batch}", fontsize=10)
-        ax.set_xlabel("median latency, ms (bar: p90); label: ratio to SA-free floor", fontsize=8)
+        ax.set_xlabel("median latency, ms (bar: p90); label: ratio to SA-free floor on the same runtime",
+                      fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
         ax.margins(x=0.18)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
@@ -90,18 +108,23 @@ def plot(rows: list["BenchRow"], path: str | Path) -> Path:
 
 
 def write_report(rows: list["BenchRow"], path: str | Path, command: str, machine: dict[str, str],
-                 notes: list[str] | None = None, chart: str | None = None, extra: str = "") -> Path:
+                 notes: list[str] | None = None, chart: str | None = None, extra: str = "",
+                 targets: list[str] | None = None) -> Path:
     """RESULTS.md: machine, command, method, the table, notes (how each variant was produced)."""
     r0 = rows[0] if rows else None
-    parts = ["# sa-deploy benchmark: onnxruntime CPU", "",
+    runtimes = ", ".join(dict.fromkeys(r.runtime for r in rows))
+    parts = [f"# sa-deploy benchmark: {runtimes} (CPU)", "",
              "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items() if k != "summary"), "",
              "Command:", "", "```bash", command, "```", "",
-             f"Method: variants of one model are interleaved in {r0.rounds if r0 else 0} rounds (rotated order), "
+             f"Method: every (variant, runtime) pair of one model is interleaved in {r0.rounds if r0 else 0} rounds "
+             "(rotated order), "
              f"{(r0.samples // r0.rounds) if r0 else 0} timed calls each per round after warm-up; "
              "latency = median / p90 of all timed calls; `vs floor` / `vs naive` = median over rounds of the "
              "per-round ratio of medians. `floor` = the same backbone with every SA layer removed; "
              "`naive` = the reference SA exported as is (+ onnxsim); fp16 / int8 are converted from `fold`. "
-             "onnxruntime CPUExecutionProvider, ORT_ENABLE_ALL, intra-op threads = cores.", ""]
+             "onnxruntime CPUExecutionProvider, ORT_ENABLE_ALL, intra-op threads = cores; OpenVINO reads the same "
+             "ONNX files on its CPU plugin with an explicit INFERENCE_PRECISION_HINT (f32, or bf16 for "
+             "`openvino-bf16`), LATENCY hint, one stream, the same thread count.", ""]
     if chart:
         parts += [f"![latency chart]({chart})", ""]
     parts += [markdown_table(rows), ""]
@@ -112,17 +135,19 @@ def write_report(rows: list["BenchRow"], path: str | Path, command: str, machine
         parts += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
     if extra:
         parts += [extra, ""]
+    if targets:  # last, next to the numbers they come from
+        parts += ["Targets (from this run):", ""] + [f"- {t}" for t in targets] + [""]
     return write_bytes_atomic(path, "\n".join(parts).encode())
 
 
 def write_benchmark(rows: list["BenchRow"], out_dir: str | Path, command: str, machine: dict[str, str],
-                    notes: list[str] | None = None, extra: str = "") -> Path:
+                    notes: list[str] | None = None, extra: str = "", targets: list[str] | None = None) -> Path:
     """latency.png, RESULTS.md and results.json into ``out_dir``; returns RESULTS.md."""
     import json
 
     out = Path(out_dir)
     chart = plot(rows, out / "latency.png")
-    report = write_report(rows, out / "RESULTS.md", command, machine, notes, chart.name, extra)
+    report = write_report(rows, out / "RESULTS.md", command, machine, notes, chart.name, extra, targets)
     write_bytes_atomic(out / "results.json", json.dumps({"machine": machine, "command": command,
                                                         "rows": [r.to_dict() for r in rows]}, indent=1).encode())
     return report
