@@ -1,6 +1,7 @@
 """`sa-deploy run` on a tiny configuration: report structure, and every listed artifact loads in its runtime."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -19,7 +20,9 @@ def tiny_run(tmp_path_factory, cifar_dir):
     ck = tmp / "ck.pth"
     torch.save({"epoch": 1, "state_dict": randomize(create_model("sa_resnet_cifar")).state_dict(), "best_acc": 0.0},
                ck)
-    (tmp / "plan.yaml").write_text("lowerings: [fold]\nlatency_iters: 3\ncoreml_precisions: [fp16]\n")
+    # random weights: near-tied logits, so bf16 may flip a few of the 40 images; its budget is not what is tested
+    (tmp / "plan.yaml").write_text("lowerings: [fold]\nlatency_iters: 3\ncoreml_precisions: [fp16]\n"
+                                   "bf16_max_drop: 100\n")
     rc = main(["run", "--checkpoint", str(ck), "--data", str(cifar_dir), "--out", str(tmp / "out"),
                "--val-num", "40", "--calib-num", "16", "--config", str(tmp / "plan.yaml"), "--max-drop", "100"])
     return rc, tmp / "out"
@@ -34,6 +37,11 @@ def test_report_files_and_structure(tiny_run):
     assert report["reference"]["top1"] is not None
     names = [a["name"] for a in report["artifacts"]]
     assert {"onnx-fold-fp32", "onnx-fp16", "onnx-int8-tensorrt", "onnx-int8-cpu"} <= set(names)
+    if importlib.util.find_spec("openvino"):  # OpenVINO rows wherever it is installed (the dev extra has it)
+        from sa_deploy.backends.openvino.device import cpu_has_bf16
+
+        assert {"openvino-fp32", "openvino-fp16", "openvino-int8"} <= set(names)
+        assert ("openvino-bf16" in names) == cpu_has_bf16()
     stage_status = {s["name"]: s["status"] for s in report["stages"]}
     assert any(n.startswith("TensorRT engines") and st == "skipped" for n, st in stage_status.items())
     for a in report["artifacts"]:
