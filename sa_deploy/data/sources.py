@@ -220,14 +220,3 @@ class NpzSource(ArraySource):
         h.update(np.ascontiguousarray(self._inputs).tobytes())
         h.update(self._labels.tobytes())
         return h.hexdigest()[:16]
-
-
-def open_source(path: str | Path, cfg: PreprocessConfig, num: int | None = None,
-                seed: int = 0) -> ImageSource | NpzSource:
-    """An image folder or an .npz file, preprocessed with ``cfg``."""
-    p = Path(path)
-    if p.suffix == ".npz":
-        if not p.is_file():
-            raise DataSourceError(f".npz file not found: {p}")
-        return NpzSource(p, cfg, num)
-    return ImageSource(p, cfg, num, seed)
