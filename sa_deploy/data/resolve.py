@@ -167,14 +167,15 @@ def resolve_labeled_data(data: str | Path | None = None, calib: str | Path | Non
     something given is not there. Nothing is read here."""
     if labels is not None and not (data or val):
         raise DataSourceError("--labels FILE describes the images of --data DIR (or --val DIR): pass one")
+    dev = None if data or (calib and val) or os.environ.get(DATA_ENV) else development_copy()
     if data:
         root, origin = str(data), "given"
     elif calib and val:
         root, origin = None, "given"
     elif os.environ.get(DATA_ENV):
         root, origin = os.environ[DATA_ENV], f"${DATA_ENV}"
-    elif development_copy() is not None:
-        root, origin = str(development_copy()), "development copy"
+    elif dev is not None:
+        root, origin = str(dev), "development copy"
     else:
         root, origin = EMBEDDED, f"no --data given, ${DATA_ENV} unset, no ../{DEVELOPMENT_COPY.as_posix()} found"
     base_val = base_calib = None
