@@ -307,3 +307,14 @@ def test_validate_and_quantize_read_the_embedded_sample(onnx_model, tmp_path, ca
     assert main(["validate", "--model", "sa_resnet_cifar", "--pretrained", "--data", "embedded", "--num", "100",
                  "--artifacts", str(out), "--json", str(tmp_path / "v.json"), "--no-progress", "--threads", "1"]) == 0
     assert json.loads((tmp_path / "v.json").read_text())["reference"]["num_images"] == 100
+
+
+def test_labels_outside_the_model_are_a_one_line_error(onnx_model, tmp_path, capsys):
+    """Where no class list can check a label (an .npz, a model without class names), scoring does."""
+    images = load_split("val")[0][:8]
+    np.savez(tmp_path / "d.npz", images=images, labels=np.full(8, 10))
+    rc = main(["validate", "--model", "sa_resnet_cifar", "--pretrained", "--data", str(tmp_path / "d.npz"),
+               "--artifacts", str(onnx_model), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == ("sa-deploy validate: error: label 10 is out of range for a model with 10 classes "
+                               "(0..9): are these the model's classes?"), err
