@@ -12,7 +12,7 @@ EXAMPLES = """examples:
   sa-deploy run                                   # embedded default model + images (see "images" below)
   sa-deploy run --model sa_mobilenetv2_cifar --out out/mbv2
   sa-deploy run --data cifar10/                   # cifar10/train/<class>/*.png and cifar10/val/<class>/*.png
-  sa-deploy run --model sa_resnet50 --checkpoint model_best.pth.tar \
+  sa-deploy run --model sa_resnet50 --checkpoint model_best.pth.tar \\
       --val imagenet/val --labels imagenet/val.txt --calib imagenet/calib   # flat folder + labels file
   sa-deploy run --config plan.yaml                # any RunPlan key (see sa_deploy/plan.py)
 
