@@ -78,13 +78,14 @@ def coreml_parity(model: nn.Module, path: str | Path, input_size: int, precision
 
 
 def _batches(calib: Any, preprocess, num: int | None) -> list | None:
-    """NCHW float batches from an image folder / .npz path, a source with ``batches(bs)``, or batches as given."""
-    from sa_deploy.data.sources import open_source
+    """NCHW float batches from an image folder / .npz path / ``embedded``, a source with ``batches(bs)``, or batches
+    as given."""
+    from sa_deploy.data.resolve import open_images
 
     if calib is None:
         return None
     if isinstance(calib, (str, Path)):
-        calib = open_source(calib, preprocess, num=num)
+        calib = open_images(calib, preprocess, num=num, split="calib")
     if hasattr(calib, "batches"):
         return [x for x, _ in calib.batches(32)]
     return list(calib)
@@ -171,11 +172,12 @@ def deploy_preprocess(onnx_path: str | Path):
     return cfg
 
 
-def _source(data: Any, preprocess, num: int | None):
-    """A labeled/calibration source from a path (folder or .npz), or the source object itself."""
-    from sa_deploy.data.sources import open_source
+def _source(data: Any, preprocess, num: int | None, split: str = "val", labels: str | Path | None = None):
+    """A labeled/calibration source from a path (folder, flat folder + ``labels`` file, .npz, or ``embedded``: the
+    embedded sample's ``split``), or the source object itself; data.resolve decides."""
+    from sa_deploy.data.resolve import open_images
 
-    return open_source(data, preprocess, num=num) if isinstance(data, (str, Path)) else data
+    return open_images(data, preprocess, num=num, split=split, labels=labels)
 
 
 def quantize(fp32_onnx: str | Path, calib: Any, out: str | Path | None = None, method: str = "entropy",
@@ -187,7 +189,7 @@ def quantize(fp32_onnx: str | Path, calib: Any, out: str | Path | None = None, m
     from sa_deploy.calibration.int8 import quantize_int8
 
     fp32_onnx = Path(fp32_onnx)
-    source = _source(calib, deploy_preprocess(fp32_onnx), num)
+    source = _source(calib, deploy_preprocess(fp32_onnx), num, "calib")
     out = Path(out) if out else derived_path(fp32_onnx, "int8", flavour, method)
     return quantize_int8(fp32_onnx, out, source, method, flavour, exclude_nodes, cache_dir, keep_sa_gate_float)
 
@@ -205,14 +207,16 @@ def sensitivity(fp32_onnx: str | Path, int8_onnx: str | Path, calib: Any, num: i
     """Per-tensor SQNR of an INT8 file vs the FP32 file it came from, worst local damage first."""
     from sa_deploy.calibration.sensitivity import tensor_sensitivity
 
-    return tensor_sensitivity(fp32_onnx, int8_onnx, _source(calib, deploy_preprocess(fp32_onnx), num))
+    return tensor_sensitivity(fp32_onnx, int8_onnx, _source(calib, deploy_preprocess(fp32_onnx), num, "calib"))
 
 
 def validate(model: nn.Module, data: Any, artifacts: list[str | Path], max_drop: float | None = None,
              num: int | None = None, batch_size: int = 64, progress: bool = True, threads: int | None = None,
-             auto_fallback: bool = False, calib: Any = None, cache_dir: str | Path | None = None):
+             auto_fallback: bool = False, calib: Any = None, cache_dir: str | Path | None = None,
+             labels: str | Path | None = None):
     """Top-1/top-5 of PyTorch FP32 and each artifact on labeled images, drop vs PyTorch, parity ->
-    ValidationReport (call ``report.raise_if_failed()`` for the budget gate).
+    ValidationReport (call ``report.raise_if_failed()`` for the budget gate). ``data``: class folders, a flat
+    folder with a ``labels`` file (data.labels), an .npz, ``embedded`` (the sample in the package), or a source.
 
     ``auto_fallback``: each INT8 artifact over budget is re-quantized (``int8_fallback``, calibrated on ``calib``)
     from the FP32 ONNX among ``artifacts`` it was made from; the fixed file's row is added and the original row
@@ -221,7 +225,7 @@ def validate(model: nn.Module, data: Any, artifacts: list[str | Path], max_drop:
 
     if auto_fallback and calib is None:
         raise SADeployError("auto-fallback needs calibration images (--calib DIR|FILE.npz) to re-calibrate on")
-    source = _source(data, deploy_config_of(model).preprocess, num)
+    source = _source(data, deploy_config_of(model).preprocess, num, labels=labels)
     report = validate_artifacts(TorchRunner(model, threads), artifacts, source, max_drop, batch_size, progress,
                                 threads=threads)
     if auto_fallback:
@@ -290,11 +294,11 @@ def int8_fallback(model: nn.Module, fp32_onnx: str | Path, int8_onnx: str | Path
     int8_onnx = Path(int8_onnx)
     out = Path(out) if out else derived_path(int8_onnx, "fallback")
     cfg = deploy_preprocess(fp32_onnx)
-    calib_src = _source(calib, cfg, calib_num)
+    calib_src = _source(calib, cfg, calib_num, "calib")
     if meta.get("calibration_fingerprint") and meta["calibration_fingerprint"] != calib_src.fingerprint():
         warnings.warn(f"the calibration data differs from the data {int8_onnx.name} was calibrated on; the "
                       "fallback re-calibrates on it", stacklevel=2)
-    sens_src = _source(calib, cfg, 64)  # SQNR needs few images; it runs both graphs on each
+    sens_src = _source(calib, cfg, 64, "calib")  # SQNR needs few images; it runs both graphs on each
     return auto_fallback(fp32_onnx, out, calib_src, drop_of, max_drop, meta.get("calibration_method", "entropy"),
                          meta.get("int8_flavour", "tensorrt"), json.loads(meta.get("float_nodes", "[]")),
                          cache_dir, max_rounds=max_rounds, sensitivity_source=sens_src)

@@ -18,7 +18,6 @@ import numpy as np
 
 from sa_deploy import __version__, api
 from sa_deploy.backends import TorchRunner, open_runner, unavailable_reason
-from sa_deploy.data.sources import ImageSource
 from sa_deploy.errors import SADeployError
 from sa_deploy.models import create_model
 from sa_deploy.plan import RunPlan, resolve_data
@@ -92,15 +91,17 @@ class Stages:
 def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
     """Runs the whole plan and writes the report; returns the report dict."""
     t_start = time.perf_counter()
-    calib_dir, val_dir = resolve_data(plan)
+    data = resolve_data(plan)
     out = Path(plan.out)
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages(log)
     model = create_model(plan.model, checkpoint=plan.checkpoint, pretrained=plan.checkpoint is None)
     deploy = model.deploy_config
     cfg = deploy.preprocess
-    val = ImageSource(val_dir, cfg, num=plan.val_num, seed=plan.seed)
-    calib = ImageSource(calib_dir, cfg, num=plan.calib_num, seed=plan.seed)
+    val = data.val.open(cfg, num=plan.val_num, seed=plan.seed)
+    calib = data.calib.open(cfg, num=plan.calib_num, seed=plan.seed)
+    data_source = data.describe(len(val), len(calib))
+    log(f"data: {data_source}" + (f" ({data.origin})" if data.embedded else ""))
     artifacts: list[Artifact] = []
 
     for lowering in plan.lowerings:
@@ -126,7 +127,7 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
         art = Artifact(f"onnx-int8-{flavour}", "onnx", "int8",
                        api.derived_path(base.path, "int8", flavour, plan.int8_method), base.lowering,
                        f"int8 {flavour}")
-        with stages.stage(f"INT8 Q/DQ ({flavour}, {plan.int8_method}, {plan.calib_num} calibration images)") as rec:
+        with stages.stage(f"INT8 Q/DQ ({flavour}, {plan.int8_method}, {len(calib)} calibration images)") as rec:
             q = api.quantize(base.path, calib, art.path, method=plan.int8_method, flavour=flavour,
                              cache_dir=out / "calib_cache")
             art.extra["quantize"] = {k: v for k, v in _as_dict(q).items() if k != "path"}
@@ -141,7 +142,7 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
     int8_trt = next((a for a in artifacts if a.name == "onnx-int8-tensorrt" and a.status == "ok"), None)
     if plan.sensitivity and int8_trt is not None:
         with stages.stage("INT8 per-layer sensitivity (SQNR)"):
-            probe = ImageSource(calib_dir, cfg, num=min(64, plan.calib_num), seed=plan.seed + 1)
+            probe = data.calib.open(cfg, num=min(64, plan.calib_num), seed=plan.seed + 1)
             report_sensitivity = [r.to_dict() for r in api.sensitivity(base.path, int8_trt.path, probe)]
 
     reference: dict[str, Any] = {}
@@ -160,7 +161,7 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
             source, ref_of_source = val, ref_pred
             if art.format == "coreml" and plan.coreml_val_num and plan.coreml_val_num < len(val):
                 if subset is None:
-                    sub = ImageSource(val_dir, cfg, num=plan.coreml_val_num, seed=plan.seed)
+                    sub = data.val.open(cfg, num=plan.coreml_val_num, seed=plan.seed)
                     with TorchRunner(model, plan.threads) as torch_runner:
                         subset = (sub, predict(torch_runner, sub, desc="pytorch fp32 (subset)"))
                 source, ref_of_source = subset
@@ -175,8 +176,9 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
         "sa_deploy_version": __version__, "plan": plan.to_dict(), "machine": machine_info(),
         "model": {"name": deploy.name, "checkpoint": deploy.checkpoint, "checkpoint_sha256": deploy.checkpoint_sha256,
                   "parameters": int(sum(p.numel() for p in model.parameters())), "preprocess": cfg.to_dict()},
-        "data": {"val": str(val_dir), "val_images": len(val), "val_skipped": len(val.skipped),
-                 "calib": str(calib_dir), "calib_images": len(calib)},
+        "data": {"source": data_source, "origin": data.origin, "embedded": data.embedded, "val": str(data.val),
+                 "val_images": len(val), "val_skipped": len(val.skipped), "calib": str(data.calib),
+                 "calib_images": len(calib)},
         "reference": reference, "artifacts": [a.to_dict() for a in artifacts], "stages": stages.records,
         "sensitivity": report_sensitivity,
         "budget": {"int8_max_drop": plan.int8_max_drop, "fp16_max_drop": plan.fp16_max_drop}, "passed": passed,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from sa_deploy.data.resolve import resolve_labeled_dirs
+from sa_deploy.data.resolve import LabeledData, resolve_labeled_data
 from sa_deploy.errors import SADeployError
 
 
@@ -12,9 +12,12 @@ from sa_deploy.errors import SADeployError
 class RunPlan:
     model: str = "sa_resnet_cifar"
     checkpoint: str | None = None  # None: the embedded trained weights of `model`
-    data: str | None = None  # a folder with train/ and val/ (image folders); default: the shared CIFAR-10
+    # where images come from (sa_deploy.data.resolve): a folder with train/ and val/ (image folders), or `embedded`;
+    # default: $SA_DEPLOY_DATA, the development copy ../shared/data/cifar10, else the sample embedded in sa-deploy
+    data: str | None = None
     calib: str | None = None  # overrides data/train
     val: str | None = None  # overrides data/val
+    labels: str | None = None  # labels file for a flat validation folder (CSV `filename,label` or `filename label`)
     out: str = "out/run"
     lowerings: list[str] = field(default_factory=lambda: ["fold", "reshape-transpose"])
     fp16: bool = True
@@ -69,6 +72,6 @@ def load_plan(path: str | Path | None, overrides: dict | None = None) -> RunPlan
     return plan.apply(overrides or {})
 
 
-def resolve_data(plan: RunPlan) -> tuple[Path, Path]:
-    """(calibration folder, validation folder) for the plan (sa_deploy.data.resolve decides)."""
-    return resolve_labeled_dirs(plan.data, plan.calib, plan.val)
+def resolve_data(plan: RunPlan) -> LabeledData:
+    """Calibration and validation images for the plan (sa_deploy.data.resolve decides)."""
+    return resolve_labeled_data(plan.data, plan.calib, plan.val, plan.labels)

@@ -15,7 +15,7 @@ import numpy as np
 from sa_deploy.api import export_coreml
 from sa_deploy.backends import TorchRunner
 from sa_deploy.backends.coreml.runner import CoreMLRunner
-from sa_deploy.data.sources import open_source
+from sa_deploy.data.resolve import open_images
 from sa_deploy.models import create_model
 from sa_deploy.validate.parity import compare
 
@@ -41,7 +41,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("out/coreml_accuracy"))
     args = p.parse_args()
     model = create_model(args.model, checkpoint=args.checkpoint)
-    val = open_source(args.val, model.preprocess, num=args.num)
+    val = open_images(args.val, model.preprocess, num=args.num)
     with TorchRunner(model) as reference:
         base, ref = top1(reference, val)
     rows = {"pytorch": {"top1": base}}

@@ -15,7 +15,7 @@ from pathlib import Path
 from sa_deploy.backends import TorchRunner
 from sa_deploy.calibration.int8 import quantize_int8
 from sa_deploy.calibration.sensitivity import tensor_sensitivity
-from sa_deploy.data.sources import open_source
+from sa_deploy.data.resolve import open_images
 from sa_deploy.exporters.fp16 import convert_fp16
 from sa_deploy.exporters.onnx import export_onnx
 from sa_deploy.models import create_model
@@ -40,7 +40,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     model = create_model(args.model, checkpoint=args.checkpoint)
     fp32 = export_onnx(model, args.out / f"{args.model}_fold.onnx", "fold").path
-    calib = open_source(args.calib, model.preprocess, num=args.calib_num, seed=1)
+    calib = open_images(args.calib, model.preprocess, num=args.calib_num, seed=1, split="calib")
     arts, times = [fp32], {}
     t = time.perf_counter()
     arts.append(convert_fp16(fp32, args.out / f"{args.model}_fp16.onnx"))
@@ -58,8 +58,8 @@ def main() -> int:
                 times[name] = {"seconds": round(r.seconds, 1), "cache_hit": r.cache_hit}
                 arts.append(r.path)
     report = validate_artifacts(TorchRunner(model, args.threads), arts,
-                                open_source(args.data, model.preprocess, num=args.num), threads=args.threads)
-    sens_src = open_source(args.data, model.preprocess, num=64)
+                                open_images(args.data, model.preprocess, num=args.num), threads=args.threads)
+    sens_src = open_images(args.data, model.preprocess, num=64)
     sens = tensor_sensitivity(fp32, args.out / f"{args.model}_int8_tensorrt_entropy_gate-float.onnx", sens_src)
     results = {"report": report.to_dict(), "quantize_times": times,
                "sqnr_worst_loss": [s.to_dict() for s in sens[:8]],

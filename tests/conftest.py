@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,10 +9,19 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")
-def cifar_dir() -> Path:
-    from sa_deploy.data.resolve import default_data_dir
+def labeled_data():
+    """Real labeled CIFAR-10 images, from the data resolver: $SA_DEPLOY_DATA, the development copy in
+    ../shared/data/cifar10, else the sample embedded in the package -- so every test runs on a clean clone
+    (SA_DEPLOY_DATA=embedded runs the suite as a clean clone would). ``.val`` / ``.calib`` open with
+    ``.open(cfg, num, seed)``; ``.val.cli_value`` is what to pass to ``--data``."""
+    from sa_deploy.data.resolve import resolve_labeled_data
 
-    root = default_data_dir()
-    if root is None or not (root / "train").is_dir():
-        pytest.skip("CIFAR-10 images not found at ../shared/data/cifar10 (set SA_DEPLOY_DATA)")
-    return root
+    return resolve_labeled_data()
+
+
+@pytest.fixture(scope="session")
+def sample():
+    """The sample embedded in the package (the same images on every machine)."""
+    from sa_deploy.data.resolve import resolve_labeled_data
+
+    return resolve_labeled_data("embedded")

@@ -15,7 +15,6 @@ from sa_deploy.backends import open_runner
 from sa_deploy.backends.coreml.export import read_coreml_metadata
 from sa_deploy.backends.coreml.reference import MILExecutor, UnsupportedOpError
 from sa_deploy.backends.coreml.runner import CoreMLRunner
-from sa_deploy.data.sources import open_source
 from sa_deploy.errors import SADeployError
 from sa_deploy.models import create_model
 from sa_deploy.validate.parity import compare
@@ -38,8 +37,8 @@ def fp32(models, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def val(models, cifar_dir):
-    src = open_source(cifar_dir / "val", models[MODELS[0]].preprocess, num=40)
+def val(models, labeled_data):
+    src = labeled_data.val.open(models[MODELS[0]].preprocess, num=40)
     return next(iter(src.batches(40)))[0]
 
 
@@ -150,9 +149,9 @@ def test_user_errors(models, tmp_path):
 
 
 @pytest.mark.slow
-def test_w8a8_calibrated_on_images(models, val, cifar_dir, tmp_path):
+def test_w8a8_calibrated_on_images(models, val, labeled_data, tmp_path):
     model = models["sa_mobilenetv2_cifar"]
-    calib = open_source(cifar_dir / "train", model.preprocess, num=64)
+    calib = labeled_data.calib.open(model.preprocess, num=64)
     result = export_coreml(model, tmp_path, "w8a8", "fold", calib=calib, parity_inputs=[val[:8]])
     ops = result.export.op_histogram
     assert ops.get("quantize", 0) > 0 and ops.get("dequantize", 0) > 0, ops

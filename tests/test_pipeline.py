@@ -1,7 +1,10 @@
-"""`sa-deploy run` on a tiny configuration: report structure, and every listed artifact loads in its runtime."""
+"""`sa-deploy run` on a tiny configuration, with no data configured (as on a clean clone): report structure, the
+embedded image sample named in the console and every report, and every listed artifact loads in its runtime."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 
 import numpy as np
@@ -15,7 +18,10 @@ from sa_deploy.models import create_model
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, cifar_dir):
+def tiny_run(tmp_path_factory):
+    """No --data, no $SA_DEPLOY_DATA, no ../shared/data/cifar10: the run uses the embedded sample."""
+    import sa_deploy.data.resolve as resolve
+
     tmp = tmp_path_factory.mktemp("run")
     ck = tmp / "ck.pth"
     torch.save({"epoch": 1, "state_dict": randomize(create_model("sa_resnet_cifar")).state_dict(), "best_acc": 0.0},
@@ -23,13 +29,18 @@ def tiny_run(tmp_path_factory, cifar_dir):
     # random weights: near-tied logits, so bf16 may flip a few of the 40 images; its budget is not what is tested
     (tmp / "plan.yaml").write_text("lowerings: [fold]\nlatency_iters: 3\ncoreml_precisions: [fp16]\n"
                                    "bf16_max_drop: 100\n")
-    rc = main(["run", "--checkpoint", str(ck), "--data", str(cifar_dir), "--out", str(tmp / "out"),
-               "--val-num", "40", "--calib-num", "16", "--config", str(tmp / "plan.yaml"), "--max-drop", "100"])
-    return rc, tmp / "out"
+    console = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(console):
+        mp.delenv(resolve.DATA_ENV, raising=False)
+        mp.setattr(resolve, "development_copy", lambda: None)
+        mp.chdir(tmp)
+        rc = main(["run", "--checkpoint", str(ck), "--out", str(tmp / "out"), "--val-num", "40",
+                   "--calib-num", "16", "--config", str(tmp / "plan.yaml"), "--max-drop", "100"])
+    return rc, tmp / "out", console.getvalue()
 
 
 def test_report_files_and_structure(tiny_run):
-    rc, out = tiny_run
+    rc, out, _ = tiny_run
     for name in ("report.json", "report.md", "report.html"):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
@@ -53,8 +64,18 @@ def test_report_files_and_structure(tiny_run):
     assert rc == 0 and report["passed"]
 
 
+def test_no_data_configured_uses_the_embedded_sample(tiny_run):
+    _, out, console = tiny_run
+    said = "embedded sample: 40 validation / 16 calibration images"
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["embedded"] is True and report["data"]["source"] == said
+    assert "$SA_DEPLOY_DATA unset" in report["data"]["origin"]
+    assert said in (out / "report.md").read_text() and said in (out / "report.html").read_text()
+    assert f"data: {said}" in console
+
+
 def test_every_artifact_loads_in_its_runtime(tiny_run):
-    _, out = tiny_run
+    _, out, _ = tiny_run
     report = json.loads((out / "report.json").read_text())
     x = np.zeros((2, 3, 32, 32), np.float32)
     for a in report["artifacts"]:

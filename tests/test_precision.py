@@ -14,7 +14,6 @@ from onnx import numpy_helper
 
 from sa_deploy.calibration.int8 import quantize_int8, sa_gate_nodes
 from sa_deploy.cli import main
-from sa_deploy.data.sources import open_source
 from sa_deploy.exporters.fp16 import convert_fp16
 from sa_deploy.exporters.metadata import read_onnx_metadata
 from sa_deploy.exporters.onnx import export_onnx
@@ -46,8 +45,8 @@ def fp32_onnx(model, work):
 
 
 @pytest.fixture(scope="module")
-def calib(cifar_dir, model):
-    return open_source(cifar_dir / "train", model.preprocess, num=200, seed=1)
+def calib(labeled_data, model):
+    return labeled_data.calib.open(model.preprocess, num=200, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +159,7 @@ def test_int8_metadata_and_result(artifacts, fp32_onnx):
     assert len(trt.excluded_nodes) == 9 * 6 and set(trt.excluded_nodes) == set(sa_gate_nodes(onnx.load(str(fp32_onnx))))
 
 
-def test_calibration_cache_reused_only_when_valid(artifacts, fp32_onnx, calib, cifar_dir, model, work):
+def test_calibration_cache_reused_only_when_valid(artifacts, fp32_onnx, calib, labeled_data, model, work):
     cache = artifacts["cache"]
     assert artifacts["trt"].cache_hit is False
     assert artifacts["cpu"].cache_hit is True  # ranges are flavour-independent
@@ -168,7 +167,7 @@ def test_calibration_cache_reused_only_when_valid(artifacts, fp32_onnx, calib, c
     assert again.cache_hit is True
     assert onnx.load(str(again.path)).graph == onnx.load(str(artifacts["trt"].path)).graph
     # other data -> stale
-    other_data = open_source(cifar_dir / "train", model.preprocess, num=40, seed=3)
+    other_data = labeled_data.calib.open(model.preprocess, num=40, seed=3)
     r = quantize_int8(fp32_onnx, work / "other_data.onnx", other_data, "minmax", "tensorrt", cache_dir=cache)
     assert r.cache_hit is False
     # other model -> stale (same architecture, other weights)
@@ -194,12 +193,12 @@ def test_fp16_graph(artifacts, fp32_onnx):
     assert read_onnx_metadata(m)["precision"] == "fp16"
 
 
-def test_validate_report_fp32_fp16_int8(artifacts, trained_checkpoint, cifar_dir, work, capsys):
+def test_validate_report_fp32_fp16_int8(artifacts, trained_checkpoint, labeled_data, work, capsys):
     """The acceptance run: one table/JSON with PyTorch, ONNX FP32, FP16, INT8-tensorrt and INT8-cpu."""
     out = work / "validation.json"
     paths = [artifacts["fp32"], artifacts["fp16"], artifacts["trt"].path, artifacts["cpu"].path]
     rc = main(["validate", "--model", "sa_resnet_cifar", "--checkpoint", str(trained_checkpoint),
-               "--data", str(cifar_dir / "val"), "--num", "500", "--artifacts", *map(str, paths),
+               "--data", labeled_data.val.cli_value, "--num", "500", "--artifacts", *map(str, paths),
                "--max-drop", "3", "--json", str(out), "--no-progress", "--threads", "1"])
     text = capsys.readouterr().out
     assert rc == 0, text
@@ -219,7 +218,7 @@ def test_validate_report_fp32_fp16_int8(artifacts, trained_checkpoint, cifar_dir
         assert r["passed"] and 0 < r["top5"] <= 100
 
 
-def test_budget_gate_fails(artifacts, trained_checkpoint, cifar_dir, fp32_onnx, work, capsys):
+def test_budget_gate_fails(artifacts, trained_checkpoint, labeled_data, fp32_onnx, work, capsys):
     """A deliberately broken INT8 artifact (calibrated on constant images: every range collapses) fails the default
     budget with exit code 3; a negative budget fails even a perfect FP32 artifact."""
     npz = work / "flat.npz"
@@ -227,7 +226,7 @@ def test_budget_gate_fails(artifacts, trained_checkpoint, cifar_dir, fp32_onnx, 
     bad = work / "bad_int8.onnx"
     assert main(["quantize", str(fp32_onnx), "--calib", str(npz), "--method", "minmax", "--out", str(bad)]) == 0
     common = ["validate", "--model", "sa_resnet_cifar", "--checkpoint", str(trained_checkpoint),
-              "--data", str(cifar_dir / "val"), "--num", "200", "--no-progress", "--threads", "1"]
+              "--data", labeled_data.val.cli_value, "--num", "200", "--no-progress", "--threads", "1"]
     capsys.readouterr()
     assert main(common + ["--artifacts", str(bad), "--json", str(work / "bad.json")]) == 3
     err = capsys.readouterr().err.strip()
@@ -239,7 +238,7 @@ def test_budget_gate_fails(artifacts, trained_checkpoint, cifar_dir, fp32_onnx, 
     out = work / "fallback.json"
     with pytest.warns(UserWarning, match="calibration data differs"):
         rc = main(common + ["--artifacts", str(fp32_onnx), str(bad), "--auto-fallback", "--calib",
-                            str(cifar_dir / "train"), "--cache-dir", str(work / "fb_cache"), "--json", str(out)])
+                            labeled_data.calib.cli_value, "--cache-dir", str(work / "fb_cache"), "--json", str(out)])
     report = json.loads(out.read_text())
     rows = {Path(r["name"]).name: r for r in report["results"]}
     fixed = Path(report["auto_fallback"][0]["quantize"]["path"])
@@ -248,10 +247,10 @@ def test_budget_gate_fails(artifacts, trained_checkpoint, cifar_dir, fp32_onnx, 
     assert rows[fixed.name]["passed"] and rows[fixed.name]["drop"] <= 1.0
 
 
-def test_sensitivity_and_auto_fallback(artifacts, fp32_onnx, calib, cifar_dir, model, work):
+def test_sensitivity_and_auto_fallback(artifacts, fp32_onnx, calib, labeled_data, model, work):
     from sa_deploy.calibration.sensitivity import auto_fallback, tensor_sensitivity
 
-    few = open_source(cifar_dir / "val", model.preprocess, num=32)
+    few = labeled_data.val.open(model.preprocess, num=32)
     rows = tensor_sensitivity(fp32_onnx, artifacts["trt"].path, few)
     names = {n.name for n in onnx.load(str(artifacts["trt"].path)).graph.node}
     assert len(rows) > 30
@@ -278,13 +277,13 @@ def test_sensitivity_and_auto_fallback(artifacts, fp32_onnx, calib, cifar_dir, m
     assert json.loads(json.dumps(res.to_dict()))["passed"] is True
 
 
-def test_quantize_cli_errors_and_help(fp32_onnx, artifacts, work, capsys, cifar_dir):
+def test_quantize_cli_errors_and_help(fp32_onnx, artifacts, work, capsys, labeled_data):
     for argv in (["quantize", str(fp32_onnx)],  # int8 without --calib
-                 ["quantize", str(fp32_onnx), "--calib", str(cifar_dir / "val"), "--num", "8",
+                 ["quantize", str(fp32_onnx), "--calib", labeled_data.val.cli_value, "--num", "8",
                   "--exclude-nodes", "no/such/node"],
-                 ["quantize", str(artifacts["trt"].path), "--calib", str(cifar_dir / "val"), "--num", "8"],
+                 ["quantize", str(artifacts["trt"].path), "--calib", labeled_data.val.cli_value, "--num", "8"],
                  ["fp16", str(work / "missing.onnx")],
-                 ["validate", "--model", "sa_resnet_cifar", "--data", str(cifar_dir / "val"),
+                 ["validate", "--model", "sa_resnet_cifar", "--data", labeled_data.val.cli_value,
                   "--artifacts", str(work / "missing.onnx")]):
         rc = main(argv)
         err = capsys.readouterr().err.strip()

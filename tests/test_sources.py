@@ -8,7 +8,8 @@ from PIL import Image
 from sa_deploy.calibration.reader import make_reader
 from sa_deploy.cli import main
 from sa_deploy.data.preprocess import to_rgb
-from sa_deploy.data.sources import DataSourceError, ImageSource, NpzSource, open_source
+from sa_deploy.data.resolve import open_images
+from sa_deploy.data.sources import DataSourceError, ImageSource, NpzSource
 from sa_deploy.models.preprocessing import CIFAR10_32
 
 
@@ -96,7 +97,7 @@ def test_npz_source_and_reader_are_reiterable(tmp_path):
     rs = np.random.RandomState(0)
     np.savez(tmp_path / "d.npz", images=rs.randint(0, 255, (10, 32, 32, 3), dtype=np.uint8),
              labels=np.arange(10) % 3)
-    src = open_source(tmp_path / "d.npz", CIFAR10_32, num=7)
+    src = open_images(tmp_path / "d.npz", CIFAR10_32, num=7)
     assert isinstance(src, NpzSource) and len(src) == 7 and src.labeled
     first = [f["input"] for f in make_reader(src, "input", 3)]
     second = [f["input"] for f in make_reader(src, "input", 3)]  # a fresh reader starts from the beginning
@@ -104,5 +105,5 @@ def test_npz_source_and_reader_are_reiterable(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
     assert len(make_reader(src, "input", 3)) == 3
     fp = src.fingerprint()
-    assert fp == open_source(tmp_path / "d.npz", CIFAR10_32, num=7).fingerprint()
-    assert fp != open_source(tmp_path / "d.npz", CIFAR10_32, num=6).fingerprint()
+    assert fp == open_images(tmp_path / "d.npz", CIFAR10_32, num=7).fingerprint()
+    assert fp != open_images(tmp_path / "d.npz", CIFAR10_32, num=6).fingerprint()

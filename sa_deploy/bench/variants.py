@@ -14,7 +14,7 @@ import onnx
 from torch import nn
 
 from sa_deploy.bench.converters import to_fp16, to_int8
-from sa_deploy.data.resolve import default_data_dir
+from sa_deploy.data.resolve import resolve_labeled_data
 from sa_deploy.exporters.metadata import PREFIX
 from sa_deploy.exporters.onnx import export_onnx, random_inputs
 from sa_deploy.models import create_model
@@ -62,15 +62,14 @@ def read_tags(path: str | Path) -> tuple[str, str]:
 
 
 def calibration_batches(model: nn.Module, num: int = 64, batch: int = 8) -> tuple[list[np.ndarray], str]:
-    """Calibration inputs: CIFAR-10 training images for 32x32 models, seeded random inputs otherwise."""
+    """Calibration inputs: for 32x32 models, CIFAR-10 training images from the data resolver (a CIFAR-10 folder, or
+    the sample embedded in the package); seeded random inputs otherwise."""
     cfg = model.deploy_config.preprocess
-    root = default_data_dir()
-    cifar_dir = root / "train" if root else None
-    if cfg.input_size == 32 and cifar_dir is not None and cifar_dir.is_dir():
-        from sa_deploy.data.sources import open_source
-
-        src = open_source(cifar_dir, cfg, num=num)
-        return [x for x, _ in src.batches(batch)], f"{num} CIFAR-10 training images"
+    if cfg.input_size == 32:
+        data = resolve_labeled_data()
+        src = data.calib.open(cfg, num=num)
+        where = " (embedded sample)" if data.calib.embedded else ""
+        return [x for x, _ in src.batches(batch)], f"{len(src)} CIFAR-10 training images{where}"
     chunks = [random_inputs(cfg.input_size, batch, seed=1000 + i) for i in range(0, num, batch)]
     return chunks, f"{num} random N(0,1) inputs (no labeled {cfg.input_size}x{cfg.input_size} data here)"
 

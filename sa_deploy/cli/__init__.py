@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 import warnings
+from pathlib import Path
 
 from sa_deploy.errors import SADeployError
 
@@ -19,10 +20,10 @@ EPILOG = """examples:
   sa-deploy inspect out/sa_resnet_cifar_fold.onnx
   sa-deploy lint --target tensorrt out/sa_resnet_cifar_fold.onnx
   sa-deploy build out/sa_resnet_cifar_fold_int8.onnx --precision int8
-  sa-deploy quantize out/sa_resnet_cifar_fold.onnx --calib ../shared/data/cifar10/train --flavour tensorrt
+  sa-deploy quantize out/sa_resnet_cifar_fold.onnx --calib embedded --flavour tensorrt
   sa-deploy fp16 out/sa_resnet_cifar_fold.onnx
   sa-deploy convert out/sa_resnet_cifar_fold.onnx --to openvino --fp16-weights
-  sa-deploy validate --model sa_resnet_cifar --pretrained --data ../shared/data/cifar10/val \\
+  sa-deploy validate --model sa_resnet_cifar --pretrained --data embedded \\
       --artifacts out/sa_resnet_cifar_fold.onnx out/sa_resnet_cifar_fold_fp16.onnx --json out/validation.json
   sa-deploy bench out/sa_resnet_cifar_fold.onnx out/sa_resnet_cifar_none.onnx --batch 1 8 --rounds 10
 """
@@ -41,12 +42,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_FORMAT_WARNING = warnings.formatwarning
+
+
+def _one_line_warnings(command: str) -> None:
+    """sa-deploy's own warnings (skipped images, unlisted files...) print as one line, like its errors."""
+    package = str(Path(__file__).resolve().parents[1])
+
+    def fmt(message, category, filename, lineno, line=None):
+        if str(Path(filename).resolve()).startswith(package):
+            return f"sa-deploy {command}: warning: {message}\n"
+        return _FORMAT_WARNING(message, category, filename, lineno, line)
+
+    warnings.formatwarning = fmt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    _one_line_warnings(args.command)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     # FP16 conversion warns for every tiny weight it rounds; the parity column reports the real effect
     warnings.filterwarnings("ignore", category=UserWarning, module="onnxconverter_common")

@@ -7,7 +7,8 @@ from pathlib import Path
 from sa_deploy.cli.common import console, mb
 
 EXAMPLES = """examples:
-  sa-deploy quantize out/sa_resnet_cifar_fold.onnx --calib ../shared/data/cifar10/train
+  sa-deploy quantize out/sa_resnet_cifar_fold.onnx --calib cifar10/train    # a folder of images (flat or per class)
+  sa-deploy quantize out/sa_resnet_cifar_fold.onnx --calib embedded         # the 512 CIFAR-10 images inside sa-deploy
   sa-deploy quantize out/sa_resnet_cifar_fold.onnx --calib calib.npz --flavour cpu --method minmax --num 256
   sa-deploy quantize out/sa_resnet_cifar_fold.onnx --calib imgs/ --cache-dir .calib-cache \\
       --exclude-nodes /layer1/layer1.0/conv1/Conv
@@ -29,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path, metavar="MODEL.onnx", help="FP32 ONNX from `sa-deploy export`")
     p.add_argument("--precision", choices=["int8", "fp16"], default="int8", help="target precision (default int8)")
-    p.add_argument("--calib", type=Path, help="calibration images: folder (flat or per class) or .npz (int8)")
+    p.add_argument("--calib", type=Path, help="calibration images: folder (flat or per class), .npz, or `embedded` "
+                   "(the CIFAR-10 calibration sample inside sa-deploy) (int8)")
     p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="entropy",
                    help="calibration method (default entropy)")
     p.add_argument("--flavour", choices=["tensorrt", "cpu"], default="tensorrt", help="INT8 flavour (default tensorrt)")
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"[bold]fp16[/bold] {path}  ({mb(path.stat().st_size)} MB, FP32 inputs/outputs)")
         return 0
     if args.calib is None:
-        raise SADeployError("--calib DIR|FILE.npz is required for int8 (calibration images)")
+        raise SADeployError("--calib DIR|FILE.npz|embedded is required for int8 (calibration images)")
     if args.num is not None and args.num < 1:
         raise SADeployError(f"--num must be at least 1, got {args.num}")
     res = api.quantize(args.model, args.calib, args.out, args.method, args.flavour, args.num,

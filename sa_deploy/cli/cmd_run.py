@@ -9,10 +9,17 @@ from sa_deploy.cli.common import console
 from sa_deploy.errors import BudgetExceededError
 
 EXAMPLES = """examples:
-  sa-deploy run                                   # embedded default model + ../shared/data/cifar10
+  sa-deploy run                                   # embedded default model + images (see "images" below)
   sa-deploy run --model sa_mobilenetv2_cifar --out out/mbv2
-  sa-deploy run --model sa_resnet50 --checkpoint model_best.pth.tar --data /data/imagenet-subset
+  sa-deploy run --data cifar10/                   # cifar10/train/<class>/*.png and cifar10/val/<class>/*.png
+  sa-deploy run --model sa_resnet50 --checkpoint model_best.pth.tar \\
+      --val imagenet/val --labels imagenet/val.txt --calib imagenet/calib   # flat folder + labels file
   sa-deploy run --config plan.yaml                # any RunPlan key (see sa_deploy/plan.py)
+
+images: --data DIR (DIR/train for calibration, DIR/val for validation), else $SA_DEPLOY_DATA, else
+../shared/data/cifar10 when present, else the CIFAR-10 sample embedded in sa-deploy (1,000 validation / 512
+calibration images; `--data embedded` asks for it). --labels FILE: CSV `filename,label` with a header, or
+`filename label` lines (ImageNet's val.txt); labels are class indices or the model's class names.
 """
 
 
@@ -21,8 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "latency, report", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="registered model (default: sa_resnet_cifar, with embedded weights)")
     p.add_argument("--checkpoint", help="weights (default: the model's embedded weights)")
-    p.add_argument("--data", help="folder with train/ (calibration) and val/ (labeled) image folders "
-                   "(default: $SA_DEPLOY_DATA or ../shared/data/cifar10)")
+    p.add_argument("--data", help="folder with train/ (calibration) and val/ (labeled) image folders, or "
+                   "`embedded` (default: see \"images\" below)")
+    p.add_argument("--val", help="validation images: class folders, .npz, or a flat folder with --labels "
+                   "(default: DATA/val)")
+    p.add_argument("--calib", help="calibration images: a folder (flat or per class) or .npz (default: DATA/train)")
+    p.add_argument("--labels", help="labels file for a flat validation folder: CSV `filename,label` or "
+                   "`filename label` lines")
     p.add_argument("--out", help="output folder (default: out/run)")
     p.add_argument("--config", type=Path, help="YAML file with RunPlan keys; command-line options win")
     p.add_argument("--calib-num", type=int, help="calibration images (default 512)")
@@ -40,11 +52,12 @@ def run(args: argparse.Namespace) -> int:
     from sa_deploy.plan import load_plan
     from sa_deploy.report.render import COLUMNS, summary_rows
 
-    overrides = {k: getattr(args, k) for k in ("model", "checkpoint", "data", "out", "calib_num", "val_num",
+    overrides = {k: getattr(args, k) for k in ("model", "checkpoint", "data", "val", "calib", "labels", "out",
+                                                 "calib_num", "val_num",
                                                  "int8_method", "int8_max_drop", "coreml", "openvino", "tensorrt")}
     plan = load_plan(args.config, overrides)
     report = run_pipeline(plan, log=lambda s: console.print(s, markup=False))
-    table = Table(title=f"{report['model']['name']}: {report['data']['val_images']} validation images, "
+    table = Table(title=f"{report['model']['name']}: {report['data']['source']}; "
                         f"PyTorch FP32 top-1 {report['reference'].get('top1', float('nan')):.2f}%")
     for col in COLUMNS:
         table.add_column(col, justify="right" if col not in ("format", "status") else "left")

@@ -8,11 +8,18 @@ from rich.table import Table
 from sa_deploy.cli.common import add_model_args, console, load_model
 
 EXAMPLES = """examples:
-  sa-deploy validate --model sa_resnet_cifar --pretrained --data ../shared/data/cifar10/val \\
+  sa-deploy validate --model sa_resnet_cifar --pretrained --data embedded \\
       --artifacts out/sa_resnet_cifar_fold.onnx out/sa_resnet_cifar_fold_fp16.onnx \\
                   out/sa_resnet_cifar_fold_int8_tensorrt_entropy.onnx --json out/validation.json
   sa-deploy validate --model sa_resnet_cifar --checkpoint best.pth --data val/ --num 1000 --max-drop 0.5 \\
       --artifacts fp32.onnx int8.onnx --auto-fallback --calib train/
+  sa-deploy validate --model sa_resnet50 --checkpoint model_best.pth.tar --data ILSVRC2012_img_val/ \\
+      --labels val.txt --num 5000 --artifacts out/sa_resnet50_fold.onnx
+
+Images (--data): one sub-folder per class; a flat folder of images with --labels FILE (CSV `filename,label`
+with a header, or `filename label` lines as in ImageNet's val.txt; labels are 0-based class indices or the
+model's class names); an .npz (images/labels); or `embedded`: the 1,000 CIFAR-10 validation images inside
+sa-deploy (their card: sa_deploy/data/embedded/cifar10_sample.card.json).
 
 Budget: the allowed top-1 drop vs PyTorch FP32, in points; default 0.1 for fp32/fp16 artifacts and 1.0 for int8
 (--max-drop overrides it for all). Exit code 3 when an artifact is over budget.
@@ -25,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="top-1/top-5 of PyTorch and each artifact on labeled images, drop, parity",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
-    p.add_argument("--data", type=Path, required=True, help="labeled images: one sub-folder per class (or .npz)")
+    p.add_argument("--data", type=Path, required=True, help="labeled images: one sub-folder per class, a flat folder "
+                   "with --labels, an .npz, or `embedded` (see below)")
+    p.add_argument("--labels", type=Path, metavar="FILE", help="labels file for a flat --data folder")
     p.add_argument("--artifacts", type=Path, nargs="+", required=True, metavar="FILE", help="artifacts to validate")
     p.add_argument("--max-drop", type=float, default=None, help="allowed top-1 drop in points (default: per "
                                                                 "precision, fp16 0.1, int8 1.0)")
@@ -33,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", type=Path, metavar="OUT.json", help="write the report as JSON")
     p.add_argument("--auto-fallback", action="store_true", help="fix INT8 artifacts over budget (see below)")
-    p.add_argument("--calib", type=Path, help="calibration images for --auto-fallback")
+    p.add_argument("--calib", type=Path, help="calibration images for --auto-fallback (folder, .npz or `embedded`)")
     p.add_argument("--cache-dir", type=Path, help="calibration range cache for --auto-fallback")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch and onnxruntime "
                                                              "(default: all cores; use 1 on a busy machine)")
@@ -68,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     report = api.validate(model, args.data, args.artifacts, args.max_drop, args.num, args.batch_size,
                           progress=not args.no_progress, threads=args.threads, auto_fallback=args.auto_fallback,
-                          calib=args.calib, cache_dir=args.cache_dir)
+                          calib=args.calib, cache_dir=args.cache_dir, labels=args.labels)
     for fb in report.fallbacks:
         rounds = ", ".join(f"{len(x['excluded_nodes'])} float nodes: drop {x['drop']:+.2f}" for x in fb["rounds"])
         console.print(f"auto-fallback {Path(fb['artifact']).name} -> {Path(fb['quantize']['path']).name}: {rounds}")

@@ -89,8 +89,16 @@ class ImageSource:
     Unreadable files are skipped and counted (``skipped``) with one warning; if none is readable it is an error.
     """
 
-    def __init__(self, root: str | Path, cfg: PreprocessConfig, num: int | None = None, seed: int = 0) -> None:
-        all_files, self.class_names = list_image_folder(root)
+    def __init__(self, root: str | Path, cfg: PreprocessConfig, num: int | None = None, seed: int = 0,
+                 files: list[LabeledFile] | None = None, class_names: tuple[str, ...] = ()) -> None:
+        """``files`` (with ``class_names``): an explicit listing of ``root`` (e.g. from a labels file, see
+        data.labels) instead of its class sub-folders."""
+        if files is None:
+            all_files, self.class_names = list_image_folder(root)
+            self._labeled = bool(self.class_names)
+        else:
+            all_files, self.class_names = list(files), tuple(class_names)
+            self._labeled = bool(all_files) and all(f.label >= 0 for f in all_files)
         self.root = Path(root)
         self.cfg = cfg
         self.files = sample_stratified(all_files, num, seed)
@@ -103,7 +111,7 @@ class ImageSource:
 
     @property
     def labeled(self) -> bool:
-        return bool(self.class_names)
+        return self._labeled
 
     def load(self, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """All images as (N,H,W,3) uint8 and their labels (N,) int64; decoded once, then cached."""
@@ -212,14 +220,3 @@ class NpzSource(ArraySource):
         h.update(np.ascontiguousarray(self._inputs).tobytes())
         h.update(self._labels.tobytes())
         return h.hexdigest()[:16]
-
-
-def open_source(path: str | Path, cfg: PreprocessConfig, num: int | None = None,
-                seed: int = 0) -> ImageSource | NpzSource:
-    """An image folder or an .npz file, preprocessed with ``cfg``."""
-    p = Path(path)
-    if p.suffix == ".npz":
-        if not p.is_file():
-            raise DataSourceError(f".npz file not found: {p}")
-        return NpzSource(p, cfg, num)
-    return ImageSource(p, cfg, num, seed)

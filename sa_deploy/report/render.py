@@ -35,12 +35,19 @@ def summary_rows(report: dict) -> list[list[str]]:
     return rows
 
 
+def _data_line(data: dict) -> str:
+    """E.g. 'embedded sample: 1000 validation / 512 calibration images (...)' or the folders the images came from."""
+    if data.get("embedded"):
+        return f"{data['source']} ({data.get('origin')}; sa_deploy/data/embedded/cifar10_sample.card.json)"
+    return (f"validation: {data.get('val_images')} images from `{data.get('val')}`; "
+            f"calibration: {data.get('calib_images')} images from `{data.get('calib')}`")
+
+
 def markdown(report: dict, chart_files: dict[str, str]) -> str:
     m = report["model"]
     lines = [f"# sa-deploy report: {m['name']}", "",
              f"- checkpoint: `{m.get('checkpoint')}` (sha256 {str(m.get('checkpoint_sha256'))[:16]}...)",
-             f"- validation: {report['data'].get('val_images')} images from `{report['data'].get('val')}`; "
-             f"calibration: {report['data'].get('calib_images')} images from `{report['data'].get('calib')}`",
+             f"- data: {_data_line(report['data'])}",
              f"- budget: INT8 drop <= {report['budget']['int8_max_drop']} points, FP16 drop <= "
              f"{report['budget']['fp16_max_drop']} points -> **{'PASS' if report['passed'] else 'FAIL'}**",
              f"- machine: {report['machine'].get('summary')}; total {report.get('seconds', 0):.0f} s", "",

@@ -98,7 +98,13 @@ def predict(runner: Runner, source: LabeledSource, batch_size: int = 64, desc: s
             logits.append(runner.infer(x))
             labels.append(y)
             bar.update(len(x))
-    return Predictions(np.concatenate(logits), np.concatenate(labels), time.perf_counter() - t0)
+    pred = Predictions(np.concatenate(logits), np.concatenate(labels), time.perf_counter() - t0)
+    classes = pred.logits.shape[1]
+    if len(pred.labels) and (pred.labels.min() < 0 or pred.labels.max() >= classes):
+        bad = int(pred.labels.max() if pred.labels.max() >= classes else pred.labels.min())
+        raise SADeployError(f"label {bad} is out of range for a model with {classes} classes (0..{classes - 1}): "
+                            "are these the model's classes?")
+    return pred
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:

@@ -166,13 +166,13 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, precision
                                "timing_cache": str(cache_path) if cache_path else None, "lint": lint}
     calibrator = None
     if plan.calibrator:
-        from sa_deploy.data.sources import open_source
+        from sa_deploy.data.resolve import open_images
 
         cfg = preprocess_from_metadata(meta)
         if cfg is None:
             raise SADeployError(f"{onnx_path.name} has no preprocessing config in its metadata; calibration "
                                 "needs it (export it with sa-deploy export)")
-        source = open_source(calib, cfg, num=calib_num)
+        source = open_images(calib, cfg, num=calib_num, split="calib")
         calib_cache = out.with_name(f"{out.stem}.{plan.calibrator}.{source.fingerprint()}.calib")
         calibrator = make_calibrator(trt, plan.calibrator, source, calib_batch, calib_cache, device)
         config.int8_calibrator = calibrator
