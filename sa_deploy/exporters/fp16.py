@@ -11,7 +11,7 @@ from typing import Iterable
 import onnx
 
 from sa_deploy.errors import SADeployError
-from sa_deploy.exporters.metadata import read_onnx_metadata, set_onnx_metadata
+from sa_deploy.exporters.metadata import is_sa_deploy_onnx, read_onnx_metadata, set_onnx_metadata
 from sa_deploy.util.atomic import write_bytes_atomic
 
 SA_FP32_OPS = ("InstanceNormalization",)
@@ -40,7 +40,7 @@ def convert_fp16(fp32_onnx: str | Path, out_path: str | Path, block_list: Iterab
     set_onnx_metadata(half, {**meta, "precision": "fp16", "fp16_fp32_ops": ",".join(
         op for op in blocked if any(n.op_type == op for n in model.graph.node)) or "none"})
     onnx.checker.check_model(half)
-    return write_bytes_atomic(out_path, half.SerializeToString())
+    return write_bytes_atomic(out_path, half.SerializeToString(), owned=is_sa_deploy_onnx)
 
 
 def _unshare_initializers(model: onnx.ModelProto, blocked: set[str]) -> None:
