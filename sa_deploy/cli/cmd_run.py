@@ -5,7 +5,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from sa_deploy.cli.common import console
+from sa_deploy.cli.common import console, non_negative_float, output_dir, positive_int
 from sa_deploy.errors import BudgetExceededError
 
 EXAMPLES = """examples:
@@ -23,12 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="weights (default: the model's embedded weights)")
     p.add_argument("--data", help="folder with train/ (calibration) and val/ (labeled) image folders "
                    "(default: $SA_DEPLOY_DATA or ../shared/data/cifar10)")
-    p.add_argument("--out", help="output folder (default: out/run)")
+    p.add_argument("--out", type=lambda s: str(output_dir(s)), help="output folder (default: out/run)")
     p.add_argument("--config", type=Path, help="YAML file with RunPlan keys; command-line options win")
-    p.add_argument("--calib-num", type=int, help="calibration images (default 512)")
-    p.add_argument("--val-num", type=int, help="validation images (default: all)")
+    p.add_argument("--calib-num", type=positive_int, help="calibration images (default 512)")
+    p.add_argument("--val-num", type=positive_int, help="validation images (default: all)")
     p.add_argument("--int8-method", choices=["minmax", "entropy", "percentile"])
-    p.add_argument("--max-drop", type=float, dest="int8_max_drop", help="INT8 top-1 drop budget, points (1.0)")
+    p.add_argument("--max-drop", type=non_negative_float, dest="int8_max_drop",
+                   help="INT8 top-1 drop budget, points (1.0)")
     p.add_argument("--no-coreml", action="store_false", dest="coreml", default=None)
     p.add_argument("--no-tensorrt", action="store_false", dest="tensorrt", default=None)
     p.set_defaults(func=run)

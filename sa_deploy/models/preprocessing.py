@@ -12,7 +12,7 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 # square input sizes sa-deploy accepts (a 100000x100000 input would ask for hundreds of GB before failing)
-MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 2048
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 1024
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
