@@ -15,10 +15,12 @@ from sa_deploy.backends.coreml.export import CoreMLExport  # noqa: F401  (no cor
 from sa_deploy.backends.lint_report import LintReport  # noqa: F401  (re-exported)
 from sa_deploy.backends.trt.build import EngineBuild, build_engine  # noqa: F401  (re-exported; lazy tensorrt)
 from sa_deploy.backends.trt.lint import lint_onnx  # noqa: F401  (re-exported)
-from sa_deploy.errors import SADeployError
+from sa_deploy.errors import ParityError, SADeployError
+from sa_deploy.exporters.metadata import is_sa_deploy_onnx
 from sa_deploy.exporters.onnx import OnnxExport, export_onnx, random_inputs
 from sa_deploy.models import create_model  # noqa: F401  (re-exported)
 from sa_deploy.models.deploy_config import deploy_config_of
+from sa_deploy.util.atomic import atomic_path, check_writable
 from sa_deploy.validate.parity import ParityStats, check_parity
 
 
@@ -48,13 +50,30 @@ def onnx_parity(model: nn.Module, path: str | Path, input_size: int, batches: tu
         return check_parity(runner, reference, inputs, precision)
 
 
+def require_parity(stats: list[ParityStats], path: Path) -> None:
+    """ParityError (exit 3) naming the first failing batch, unless every comparison passed."""
+    bad = [s for s in stats if not s.passed]
+    if bad:
+        raise ParityError(f"parity check failed for {path.name} at batch {bad[0].batch}: {bad[0].reason()}; "
+                          f"{path.name} was not written", stats)
+
+
 def export(model: nn.Module, out_dir: str | Path, lowering: str = "fold", input_size: int | None = None,
            simplify: bool = True, parity: bool = True, filename: str | None = None) -> ExportResult:
-    """Export ``model`` (from ``create_model``) to ``out_dir/<model>_<lowering>.onnx`` and check parity."""
+    """Export ``model`` (from ``create_model``) to ``out_dir/<model>_<lowering>.onnx`` and check parity.
+
+    With ``parity`` the file is checked against PyTorch before it is put in place: when it fails, ParityError
+    (``.stats``) is raised and no file is left behind."""
     name = deploy_config_of(model).name
     path = Path(out_dir) / (filename or artifact_name(name, lowering, suffix=".onnx"))
-    exp = export_onnx(model, path, lowering, input_size, simplify)
-    stats = onnx_parity(model, path, exp.input_size) if parity else []
+    check_writable(path, is_sa_deploy_onnx)  # before the export's work, not after it
+    if not parity:
+        return ExportResult(export_onnx(model, path, lowering, input_size, simplify))
+    with atomic_path(path, owned=is_sa_deploy_onnx) as tmp:
+        exp = export_onnx(model, tmp, lowering, input_size, simplify)
+        stats = onnx_parity(model, tmp, exp.input_size)
+        require_parity(stats, path)
+    exp.path = path
     return ExportResult(exp, stats)
 
 
@@ -100,16 +119,23 @@ def export_coreml(model: nn.Module, out_dir: str | Path, precision: str = "fp32"
     ``calib`` (w8a8): an image folder / .npz path, a source with ``batches(bs)`` (data.sources), or NCHW
     float batches.
     ``parity_inputs``: NCHW float batches (default: one random batch of 4; for image-input models pass inputs made
-    from real uint8 images if the check runs on macOS)."""
+    from real uint8 images if the check runs on macOS). A parity failure raises ParityError and leaves no package."""
     from sa_deploy.backends.coreml.export import export_coreml as _export
+    from sa_deploy.backends.coreml.export import is_sa_deploy_mlpackage
 
     deploy = deploy_config_of(model).with_input_size(input_size)
-    batches = _batches(calib, deploy.preprocess, calib_num)
     path = Path(out_dir) / (filename or artifact_name(deploy.name, lowering, precision, suffix=".mlpackage"))
-    exp = _export(model, path, lowering, precision, batches, image_input, classifier, deployment_target, input_size)
+    check_writable(path, is_sa_deploy_mlpackage)
+    batches = _batches(calib, deploy.preprocess, calib_num)
     if not parity:
-        return CoreMLResult(exp)
-    stats, runner = coreml_parity(model, path, exp.input_size, precision, parity_inputs)
+        return CoreMLResult(_export(model, path, lowering, precision, batches, image_input, classifier,
+                                    deployment_target, input_size))
+    with atomic_path(path, owned=is_sa_deploy_mlpackage) as tmp:  # checked before it is put in place
+        exp = _export(model, tmp, lowering, precision, batches, image_input, classifier, deployment_target,
+                      input_size)
+        stats, runner = coreml_parity(model, tmp, exp.input_size, precision, parity_inputs)
+        require_parity(stats, path)
+    exp.path = path
     return CoreMLResult(exp, stats, runner)
 
 
