@@ -142,22 +142,28 @@ def export_coreml(model: nn.Module, out_dir: str | Path, precision: str = "fp32"
 # --- precision: INT8 / FP16 artifacts and their accuracy -----------------------------------------------------------
 
 def deploy_preprocess(onnx_path: str | Path):
-    """The PreprocessConfig an artifact carries in its metadata (one-line error if it has none)."""
-    import onnx
-
+    """The PreprocessConfig an artifact carries in its metadata, the file checked where it enters (a valid ONNX
+    model whose one image input matches that config); one-line errors otherwise."""
+    from sa_deploy.exporters.inspect import image_input, load_onnx
     from sa_deploy.exporters.metadata import preprocess_from_metadata, read_onnx_metadata
 
     p = Path(onnx_path)
-    if not p.is_file():
-        raise SADeployError(f"ONNX model not found: {p}")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as exc:  # protobuf DecodeError and friends: not an ONNX file
-        raise SADeployError(f"{p} is not a readable ONNX model ({type(exc).__name__})") from None
-    cfg = preprocess_from_metadata(read_onnx_metadata(model))
+    model = load_onnx(p)
+    cfg = preprocess_from_metadata(read_onnx_metadata(model), p.name)
     if cfg is None:
         raise SADeployError(f"{p.name} has no sa-deploy preprocessing metadata; export it with `sa-deploy export`")
+    image_input(model, p.name, cfg.input_size)
     return cfg
+
+
+def _output_for(source: Path, out: str | Path | None, *parts: str) -> Path:
+    """Where a file converted from ``source`` goes, checked before any work: not the source itself, not a folder,
+    not a file sa-deploy did not write."""
+    path = Path(out) if out else derived_path(source, *parts)
+    if path.exists() and path.resolve() == source.resolve():
+        raise SADeployError(f"--out {path} is the input file itself; pass another path")
+    check_writable(path, is_sa_deploy_onnx)
+    return path
 
 
 def _source(data: Any, preprocess, num: int | None):
@@ -173,11 +179,14 @@ def quantize(fp32_onnx: str | Path, calib: Any, out: str | Path | None = None, m
     """INT8 Q/DQ ONNX from an FP32 export, calibrated on ``calib`` (image folder, .npz, or a source object)
     -> QuantizeResult. ``keep_sa_gate_float`` None: the flavour's default (float gate for tensorrt, quantized
     for cpu). Default output: ``<fp32 stem>_int8_<flavour>_<method>.onnx`` beside the input."""
-    from sa_deploy.calibration.int8 import quantize_int8
+    from sa_deploy.calibration.int8 import FLAVOURS, METHODS, check_choice, quantize_int8
 
+    check_choice(method, METHODS, "calibration method")
+    check_choice(flavour, FLAVOURS, "INT8 flavour")
     fp32_onnx = Path(fp32_onnx)
-    source = _source(calib, deploy_preprocess(fp32_onnx), num)
-    out = Path(out) if out else derived_path(fp32_onnx, "int8", flavour, method)
+    cfg = deploy_preprocess(fp32_onnx)
+    out = _output_for(fp32_onnx, out, "int8", flavour, method)
+    source = _source(calib, cfg, num)
     return quantize_int8(fp32_onnx, out, source, method, flavour, exclude_nodes, cache_dir, keep_sa_gate_float)
 
 
@@ -187,7 +196,7 @@ def fp16(fp32_onnx: str | Path, out: str | Path | None = None, block_list: list[
 
     fp32_onnx = Path(fp32_onnx)
     deploy_preprocess(fp32_onnx)  # same one-line errors as quantize for a missing / foreign file
-    return convert_fp16(fp32_onnx, out or derived_path(fp32_onnx, "fp16"), block_list)
+    return convert_fp16(fp32_onnx, _output_for(fp32_onnx, out, "fp16"), block_list)
 
 
 def sensitivity(fp32_onnx: str | Path, int8_onnx: str | Path, calib: Any, num: int = 64) -> list:

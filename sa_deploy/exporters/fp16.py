@@ -27,10 +27,10 @@ def convert_fp16(fp32_onnx: str | Path, out_path: str | Path, block_list: Iterab
     """Write an FP16 copy of ``fp32_onnx`` (atomic); ``block_list`` = op types kept in FP32 (None: default)."""
     from onnxconverter_common import float16
 
+    from sa_deploy.exporters.inspect import load_onnx
+
     src = Path(fp32_onnx)
-    if not src.is_file():
-        raise SADeployError(f"ONNX model not found: {src}")
-    model = onnx.load(str(src))
+    model = load_onnx(src)
     meta = read_onnx_metadata(model)
     if meta.get("precision", "fp32") != "fp32":
         raise SADeployError(f"{src.name} is already {meta['precision']}; convert the FP32 export")
