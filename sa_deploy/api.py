@@ -50,6 +50,20 @@ def onnx_parity(model: nn.Module, path: str | Path, input_size: int, batches: tu
         return check_parity(runner, reference, inputs, precision)
 
 
+def check_output(path: str | Path) -> Path:
+    """The rule for every file sa-deploy writes, checked ahead (e.g. for a whole run before it starts): not a
+    folder (unless one of our .mlpackages), not under a file, and if it exists, a file sa-deploy wrote, judged by
+    the writer of its kind (see util.atomic)."""
+    from sa_deploy.backends.coreml.export import is_sa_deploy_mlpackage
+    from sa_deploy.backends.trt.sidecar import owned_engine
+    from sa_deploy.report.render import owned_report_file
+
+    p = Path(path)
+    owned = {".onnx": is_sa_deploy_onnx, ".mlpackage": is_sa_deploy_mlpackage, ".engine": owned_engine,
+             ".plan": owned_engine}.get(p.suffix, owned_report_file)
+    return check_writable(p, owned)
+
+
 def require_parity(stats: list[ParityStats], path: Path) -> None:
     """ParityError (exit 3) naming the first failing batch, unless every comparison passed."""
     bad = [s for s in stats if not s.passed]
@@ -206,6 +220,31 @@ def sensitivity(fp32_onnx: str | Path, int8_onnx: str | Path, calib: Any, num: i
     return tensor_sensitivity(fp32_onnx, int8_onnx, _source(calib, deploy_preprocess(fp32_onnx), num))
 
 
+def check_artifact(path: str | Path, input_size: int | None = None, num_classes: int | None = None) -> None:
+    """Open an artifact far enough to know it can run, before any data is read: a known format; an ONNX file
+    passes ``load_onnx`` and takes one (N, 3, S, S) image input of the data's size (and gives ``num_classes``
+    logits when its output size is fixed); an .mlpackage is structurally sound (``check_mlpackage``)."""
+    from sa_deploy.backends import backend_for
+    from sa_deploy.exporters.inspect import OnnxFileError, image_input, load_onnx
+
+    p = Path(path)
+    if not (p.exists() or p.is_symlink()):
+        raise SADeployError(f"artifact not found: {p}")
+    backend_for(p)
+    if p.suffix == ".onnx":
+        onnx_model = load_onnx(p)
+        image_input(onnx_model, p.name, input_size)
+        dims = onnx_model.graph.output[0].type.tensor_type.shape.dim
+        fixed = dims[-1].dim_value if len(dims) == 2 and dims[-1].HasField("dim_value") else None
+        if num_classes is not None and fixed is not None and fixed != num_classes:
+            raise OnnxFileError(f"{p.name} outputs {fixed} classes, the model has {num_classes} (an artifact of "
+                                "another model?)")
+    elif p.suffix == ".mlpackage":
+        from sa_deploy.backends.coreml.mil_reader import check_mlpackage
+
+        check_mlpackage(p)
+
+
 def validate(model: nn.Module, data: Any, artifacts: list[str | Path], max_drop: float | None = None,
              num: int | None = None, batch_size: int = 64, progress: bool = True, threads: int | None = None,
              auto_fallback: bool = False, calib: Any = None, cache_dir: str | Path | None = None):
@@ -219,7 +258,11 @@ def validate(model: nn.Module, data: Any, artifacts: list[str | Path], max_drop:
 
     if auto_fallback and calib is None:
         raise SADeployError("auto-fallback needs calibration images (--calib DIR|FILE.npz) to re-calibrate on")
-    source = _source(data, deploy_config_of(model).preprocess, num)
+    cfg = deploy_config_of(model).preprocess
+    classes = next((m.out_features for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
+    for a in artifacts:  # every file checked before any image is read
+        check_artifact(a, cfg.input_size, classes)
+    source = _source(data, cfg, num)
     report = validate_artifacts(TorchRunner(model, threads), artifacts, source, max_drop, batch_size, progress,
                                 threads=threads)
     if auto_fallback:

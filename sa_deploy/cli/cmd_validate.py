@@ -9,8 +9,8 @@ from sa_deploy.cli.common import (
     add_model_args,
     batch_size,
     console,
+    finite_float,
     load_model,
-    non_negative_float,
     output_dir,
     output_file,
     positive_int,
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("--data", type=Path, required=True, help="labeled images: one sub-folder per class (or .npz)")
     p.add_argument("--artifacts", type=Path, nargs="+", required=True, metavar="FILE", help="artifacts to validate")
-    p.add_argument("--max-drop", type=non_negative_float, default=None,
+    p.add_argument("--max-drop", type=finite_float, default=None,
                    help="allowed top-1 drop in points (default: per precision, fp16 0.1, int8 1.0)")
     p.add_argument("--num", type=positive_int, default=None,
                    help="use a class-balanced sample of N images (default all)")
@@ -74,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
     for a in args.artifacts:
         if not a.exists():
             raise SADeployError(f"artifact not found: {a}")
+    if args.json:  # before the work: the report must be writable
+        from sa_deploy.report.render import owned_report_file
+        from sa_deploy.util.atomic import check_writable
+
+        check_writable(args.json, owned_report_file)
     model = load_model(args)
     report = api.validate(model, args.data, args.artifacts, args.max_drop, args.num, args.batch_size,
                           progress=not args.no_progress, threads=args.threads, auto_fallback=args.auto_fallback,

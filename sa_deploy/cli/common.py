@@ -41,14 +41,14 @@ threads = int_in(1, MAX_THREADS)
 batch_size = int_in(1, MAX_BATCH)
 
 
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0 (e.g. an accuracy-drop budget in points)."""
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (an accuracy-drop budget in points; negative: the artifact must be better)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
 
 
