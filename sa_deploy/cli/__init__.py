@@ -73,11 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     command = args.command
+    # warnings print as one line; formatwarning (not showwarning) so that recorders such as pytest.warns still work
+    original_format = warnings.formatwarning
+    warnings.formatwarning = _warning_formatter(command)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")
         # FP16 conversion warns for every tiny weight it rounds; the parity column reports the real effect
         warnings.filterwarnings("ignore", category=UserWarning, module="onnxconverter_common")
-        warnings.showwarning = _warning_printer(command)
         try:
             return int(args.func(args) or 0)
         except SADeployError as exc:
@@ -98,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         except Exception:  # noqa: BLE001 - the boundary: anything else is a bug and keeps its traceback
             return _internal_error(command)
+        finally:
+            warnings.formatwarning = original_format
 
 
 def _internal_error(command: str) -> int:
@@ -107,10 +111,10 @@ def _internal_error(command: str) -> int:
     return 70
 
 
-def _warning_printer(command: str):
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        print(f"sa-deploy {command}: warning: {_one_line(str(message))}", file=file or sys.stderr)
-    return show
+def _warning_formatter(command: str):
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        return f"sa-deploy {command}: warning: {_one_line(str(message))}\n"
+    return format_warning
 
 
 if __name__ == "__main__":
