@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help / --version (0), or a usage error already printed as one line (2)
+    except SystemExit as exc:  # a usage error, already printed as one line: its status (--help/--version exit 0)
+        if exc.code in (0, None):
+            raise
         return exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()

@@ -56,7 +56,8 @@ def read_checkpoint(path: str | Path, allow_nonfinite: bool = False) -> tuple[di
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder; pass the .pth / .pth.tar file")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint {path} is not a regular file" if path.exists() else
+                              f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"cannot read {path.name}: it is an empty file (0 bytes), not a PyTorch checkpoint")
     try:
