@@ -263,6 +263,13 @@ def validate(model: nn.Module, data: Any, artifacts: list[str | Path], max_drop:
     for a in artifacts:  # every file checked before any image is read
         check_artifact(a, cfg.input_size, classes)
     source = _source(data, cfg, num)
+    if not source.labeled:
+        raise SADeployError("accuracy needs labeled images: a folder with one sub-folder per class (or an .npz with "
+                            "'labels')")
+    names = getattr(source, "class_names", ())
+    if classes is not None and len(names) > classes:
+        raise SADeployError(f"the data has {len(names)} classes ({', '.join(names[:3])}, ...), the model "
+                            f"{classes}: labels would not match its outputs")
     report = validate_artifacts(TorchRunner(model, threads), artifacts, source, max_drop, batch_size, progress,
                                 threads=threads)
     if auto_fallback:

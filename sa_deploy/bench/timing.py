@@ -16,7 +16,7 @@ from sa_deploy.backends import OnnxRuntimeRunner
 from sa_deploy.errors import SADeployError
 from sa_deploy.exporters.inspect import image_input, load_onnx
 from sa_deploy.exporters.metadata import preprocess_from_metadata, read_onnx_metadata
-from sa_deploy.report.bench import write_benchmark
+from sa_deploy.report.bench import check_benchmark_outputs, write_benchmark
 from sa_deploy.util.machine import machine_info
 
 
@@ -130,6 +130,7 @@ def run_benchmark(artifacts: list[Artifact], out_dir: str | Path, command: str, 
                   rounds: int = 5, iters: int = 10, threads: int | None = None, notes: list[str] | None = None,
                   progress=None, extra: str = "") -> tuple[list[BenchRow], Path]:
     """Benchmark each group in turn and write RESULTS.md, results.json and latency.png into ``out_dir``."""
+    check_benchmark_outputs(out_dir)  # before the timing, not after it
     rows: list[BenchRow] = []
     groups = list(dict.fromkeys(a.group for a in artifacts))
     for g in groups:

@@ -122,6 +122,12 @@ def write_report(rows: list["BenchRow"], path: str | Path, command: str, machine
 BENCH_FILES = ("latency.png", "RESULTS.md", "results.json")
 
 
+def check_benchmark_outputs(out_dir: str | Path) -> None:
+    """The files write_benchmark writes may be written (none is a folder or a file sa-deploy did not write)."""
+    for name in BENCH_FILES:
+        check_writable(Path(out_dir) / name, owned_report_file)
+
+
 def write_benchmark(rows: list["BenchRow"], out_dir: str | Path, command: str, machine: dict[str, str],
                     notes: list[str] | None = None, extra: str = "") -> Path:
     """latency.png, RESULTS.md and results.json into ``out_dir``; returns RESULTS.md."""
@@ -130,8 +136,7 @@ def write_benchmark(rows: list["BenchRow"], out_dir: str | Path, command: str, m
     from sa_deploy import __version__
 
     out = Path(out_dir)
-    for name in BENCH_FILES:  # all three or none: check before writing any
-        check_writable(out / name, owned_report_file)
+    check_benchmark_outputs(out)  # all three or none
     chart = plot(rows, out / "latency.png")
     report = write_report(rows, out / "RESULTS.md", command, machine, notes, chart.name, extra)
     write_bytes_atomic(out / "results.json", json.dumps({"sa_deploy_version": __version__, "machine": machine,
