@@ -194,3 +194,16 @@ def test_run_stops_with_what_it_completed():
     note = progress_note(plan, [Artifact("onnx-fold-fp32", "onnx", "fp32", None),
                                 Artifact("onnx-fp16", "onnx", "fp16", None, status="failed")])
     assert "not made: onnx-fp16, onnx-int8-tensorrt, onnx-int8-cpu, report" in note
+
+
+def test_an_internal_bug_keeps_its_traceback(monkeypatch, capsys):
+    """Only user errors become one line: a real bug shows its traceback, says it is one, and exits 70."""
+    from sa_deploy.cli import cmd_list_models
+
+    def broken(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(cmd_list_models, "run", broken)
+    assert main(["list-models"]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ZeroDivisionError: a bug" in err and "bug in sa-deploy" in err
