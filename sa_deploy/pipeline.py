@@ -111,7 +111,8 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
         raise SADeployError(f"validation images in {val_dir} are not labeled: accuracy needs one sub-folder per "
                             "class")
     val.load()  # read (and cached) now: a data problem stops the run before anything is written
-    calib.load()
+    if plan.int8_flavours or (plan.coreml and "w8a8" in plan.coreml_precisions):
+        calib.load()
     out.mkdir(parents=True, exist_ok=True)
     artifacts: list[Artifact] = []
     stages = Stages(log)
