@@ -15,10 +15,12 @@ from sa_deploy.backends.coreml.export import CoreMLExport  # noqa: F401  (no cor
 from sa_deploy.backends.lint_report import LintReport  # noqa: F401  (re-exported)
 from sa_deploy.backends.trt.build import EngineBuild, build_engine  # noqa: F401  (re-exported; lazy tensorrt)
 from sa_deploy.backends.trt.lint import lint_onnx  # noqa: F401  (re-exported)
-from sa_deploy.errors import SADeployError
+from sa_deploy.errors import ParityError, SADeployError
+from sa_deploy.exporters.metadata import is_sa_deploy_onnx
 from sa_deploy.exporters.onnx import OnnxExport, export_onnx, random_inputs
 from sa_deploy.models import create_model  # noqa: F401  (re-exported)
 from sa_deploy.models.deploy_config import deploy_config_of
+from sa_deploy.util.atomic import atomic_path, check_writable
 from sa_deploy.validate.parity import ParityStats, check_parity
 
 
@@ -48,13 +50,45 @@ def onnx_parity(model: nn.Module, path: str | Path, input_size: int, batches: tu
         return check_parity(runner, reference, inputs, precision)
 
 
+def check_output(path: str | Path) -> Path:
+    """The rule for every file sa-deploy writes, checked ahead (e.g. for a whole run before it starts): not a
+    folder (unless one of our .mlpackages), not under a file, and if it exists, a file sa-deploy wrote, judged by
+    the writer of its kind (see util.atomic)."""
+    from sa_deploy.backends.coreml.export import is_sa_deploy_mlpackage
+    from sa_deploy.backends.openvino.export import owned_ir_file
+    from sa_deploy.backends.trt.sidecar import owned_engine
+    from sa_deploy.report.render import owned_report_file
+
+    p = Path(path)
+    owned = {".onnx": is_sa_deploy_onnx, ".mlpackage": is_sa_deploy_mlpackage, ".engine": owned_engine,
+             ".plan": owned_engine, ".xml": owned_ir_file, ".bin": owned_ir_file}.get(p.suffix, owned_report_file)
+    return check_writable(p, owned)
+
+
+def require_parity(stats: list[ParityStats], path: Path) -> None:
+    """ParityError (exit 3) naming the first failing batch, unless every comparison passed."""
+    bad = [s for s in stats if not s.passed]
+    if bad:
+        raise ParityError(f"parity check failed for {path.name} at batch {bad[0].batch}: {bad[0].reason()}; "
+                          f"{path.name} was not written", stats)
+
+
 def export(model: nn.Module, out_dir: str | Path, lowering: str = "fold", input_size: int | None = None,
            simplify: bool = True, parity: bool = True, filename: str | None = None) -> ExportResult:
-    """Export ``model`` (from ``create_model``) to ``out_dir/<model>_<lowering>.onnx`` and check parity."""
+    """Export ``model`` (from ``create_model``) to ``out_dir/<model>_<lowering>.onnx`` and check parity.
+
+    With ``parity`` the file is checked against PyTorch before it is put in place: when it fails, ParityError
+    (``.stats``) is raised and no file is left behind."""
     name = deploy_config_of(model).name
     path = Path(out_dir) / (filename or artifact_name(name, lowering, suffix=".onnx"))
-    exp = export_onnx(model, path, lowering, input_size, simplify)
-    stats = onnx_parity(model, path, exp.input_size) if parity else []
+    check_writable(path, is_sa_deploy_onnx)  # before the export's work, not after it
+    if not parity:
+        return ExportResult(export_onnx(model, path, lowering, input_size, simplify))
+    with atomic_path(path, owned=is_sa_deploy_onnx) as tmp:
+        exp = export_onnx(model, tmp, lowering, input_size, simplify)
+        stats = onnx_parity(model, tmp, exp.input_size)
+        require_parity(stats, path)
+    exp.path = path
     return ExportResult(exp, stats)
 
 
@@ -101,16 +135,23 @@ def export_coreml(model: nn.Module, out_dir: str | Path, precision: str = "fp32"
     ``calib`` (w8a8): an image folder / .npz path, a source with ``batches(bs)`` (data.sources), or NCHW
     float batches.
     ``parity_inputs``: NCHW float batches (default: one random batch of 4; for image-input models pass inputs made
-    from real uint8 images if the check runs on macOS)."""
+    from real uint8 images if the check runs on macOS). A parity failure raises ParityError and leaves no package."""
     from sa_deploy.backends.coreml.export import export_coreml as _export
+    from sa_deploy.backends.coreml.export import is_sa_deploy_mlpackage
 
     deploy = deploy_config_of(model).with_input_size(input_size)
-    batches = _batches(calib, deploy.preprocess, calib_num)
     path = Path(out_dir) / (filename or artifact_name(deploy.name, lowering, precision, suffix=".mlpackage"))
-    exp = _export(model, path, lowering, precision, batches, image_input, classifier, deployment_target, input_size)
+    check_writable(path, is_sa_deploy_mlpackage)
+    batches = _batches(calib, deploy.preprocess, calib_num)
     if not parity:
-        return CoreMLResult(exp)
-    stats, runner = coreml_parity(model, path, exp.input_size, precision, parity_inputs)
+        return CoreMLResult(_export(model, path, lowering, precision, batches, image_input, classifier,
+                                    deployment_target, input_size))
+    with atomic_path(path, owned=is_sa_deploy_mlpackage) as tmp:  # checked before it is put in place
+        exp = _export(model, tmp, lowering, precision, batches, image_input, classifier, deployment_target,
+                      input_size)
+        stats, runner = coreml_parity(model, tmp, exp.input_size, precision, parity_inputs)
+        require_parity(stats, path)
+    exp.path = path
     return CoreMLResult(exp, stats, runner)
 
 
@@ -154,22 +195,28 @@ def export_openvino(onnx_path: str | Path, out: str | Path | None = None, fp16_w
 # --- precision: INT8 / FP16 artifacts and their accuracy -----------------------------------------------------------
 
 def deploy_preprocess(onnx_path: str | Path):
-    """The PreprocessConfig an artifact carries in its metadata (one-line error if it has none)."""
-    import onnx
-
+    """The PreprocessConfig an artifact carries in its metadata, the file checked where it enters (a valid ONNX
+    model whose one image input matches that config); one-line errors otherwise."""
+    from sa_deploy.exporters.inspect import image_input, load_onnx
     from sa_deploy.exporters.metadata import preprocess_from_metadata, read_onnx_metadata
 
     p = Path(onnx_path)
-    if not p.is_file():
-        raise SADeployError(f"ONNX model not found: {p}")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as exc:  # protobuf DecodeError and friends: not an ONNX file
-        raise SADeployError(f"{p} is not a readable ONNX model ({type(exc).__name__})") from None
-    cfg = preprocess_from_metadata(read_onnx_metadata(model))
+    model = load_onnx(p)
+    cfg = preprocess_from_metadata(read_onnx_metadata(model), p.name)
     if cfg is None:
         raise SADeployError(f"{p.name} has no sa-deploy preprocessing metadata; export it with `sa-deploy export`")
+    image_input(model, p.name, cfg.input_size)
     return cfg
+
+
+def _output_for(source: Path, out: str | Path | None, *parts: str) -> Path:
+    """Where a file converted from ``source`` goes, checked before any work: not the source itself, not a folder,
+    not a file sa-deploy did not write."""
+    path = Path(out) if out else derived_path(source, *parts)
+    if path.exists() and path.resolve() == source.resolve():
+        raise SADeployError(f"--out {path} is the input file itself; pass another path")
+    check_writable(path, is_sa_deploy_onnx)
+    return path
 
 
 def _source(data: Any, preprocess, num: int | None, split: str = "val", labels: str | Path | None = None):
@@ -186,11 +233,14 @@ def quantize(fp32_onnx: str | Path, calib: Any, out: str | Path | None = None, m
     """INT8 Q/DQ ONNX from an FP32 export, calibrated on ``calib`` (image folder, .npz, or a source object)
     -> QuantizeResult. ``keep_sa_gate_float`` None: the flavour's default (float gate for tensorrt, quantized
     for cpu). Default output: ``<fp32 stem>_int8_<flavour>_<method>.onnx`` beside the input."""
-    from sa_deploy.calibration.int8 import quantize_int8
+    from sa_deploy.calibration.int8 import FLAVOURS, METHODS, check_choice, quantize_int8
 
+    check_choice(method, METHODS, "calibration method")
+    check_choice(flavour, FLAVOURS, "INT8 flavour")
     fp32_onnx = Path(fp32_onnx)
-    source = _source(calib, deploy_preprocess(fp32_onnx), num, "calib")
-    out = Path(out) if out else derived_path(fp32_onnx, "int8", flavour, method)
+    cfg = deploy_preprocess(fp32_onnx)
+    out = _output_for(fp32_onnx, out, "int8", flavour, method)
+    source = _source(calib, cfg, num, "calib")
     return quantize_int8(fp32_onnx, out, source, method, flavour, exclude_nodes, cache_dir, keep_sa_gate_float)
 
 
@@ -200,7 +250,7 @@ def fp16(fp32_onnx: str | Path, out: str | Path | None = None, block_list: list[
 
     fp32_onnx = Path(fp32_onnx)
     deploy_preprocess(fp32_onnx)  # same one-line errors as quantize for a missing / foreign file
-    return convert_fp16(fp32_onnx, out or derived_path(fp32_onnx, "fp16"), block_list)
+    return convert_fp16(fp32_onnx, _output_for(fp32_onnx, out, "fp16"), block_list)
 
 
 def sensitivity(fp32_onnx: str | Path, int8_onnx: str | Path, calib: Any, num: int = 64) -> list:
@@ -208,6 +258,31 @@ def sensitivity(fp32_onnx: str | Path, int8_onnx: str | Path, calib: Any, num: i
     from sa_deploy.calibration.sensitivity import tensor_sensitivity
 
     return tensor_sensitivity(fp32_onnx, int8_onnx, _source(calib, deploy_preprocess(fp32_onnx), num, "calib"))
+
+
+def check_artifact(path: str | Path, input_size: int | None = None, num_classes: int | None = None) -> None:
+    """Open an artifact far enough to know it can run, before any data is read: a known format; an ONNX file
+    passes ``load_onnx`` and takes one (N, 3, S, S) image input of the data's size (and gives ``num_classes``
+    logits when its output size is fixed); an .mlpackage is structurally sound (``check_mlpackage``)."""
+    from sa_deploy.backends import backend_for
+    from sa_deploy.exporters.inspect import OnnxFileError, image_input, load_onnx
+
+    p = Path(path)
+    if not (p.exists() or p.is_symlink()):
+        raise SADeployError(f"artifact not found: {p}")
+    backend_for(p)
+    if p.suffix == ".onnx":
+        onnx_model = load_onnx(p)
+        image_input(onnx_model, p.name, input_size)
+        dims = onnx_model.graph.output[0].type.tensor_type.shape.dim
+        fixed = dims[-1].dim_value if len(dims) == 2 and dims[-1].HasField("dim_value") else None
+        if num_classes is not None and fixed is not None and fixed != num_classes:
+            raise OnnxFileError(f"{p.name} outputs {fixed} classes, the model has {num_classes} (an artifact of "
+                                "another model?)")
+    elif p.suffix == ".mlpackage":
+        from sa_deploy.backends.coreml.mil_reader import check_mlpackage
+
+        check_mlpackage(p)
 
 
 def validate(model: nn.Module, data: Any, artifacts: list[str | Path], max_drop: float | None = None,
@@ -225,7 +300,18 @@ def validate(model: nn.Module, data: Any, artifacts: list[str | Path], max_drop:
 
     if auto_fallback and calib is None:
         raise SADeployError("auto-fallback needs calibration images (--calib DIR|FILE.npz) to re-calibrate on")
-    source = _source(data, deploy_config_of(model).preprocess, num, labels=labels)
+    cfg = deploy_config_of(model).preprocess
+    classes = next((m.out_features for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
+    for a in artifacts:  # every file checked before any image is read
+        check_artifact(a, cfg.input_size, classes)
+    source = _source(data, cfg, num, labels=labels)
+    if not source.labeled:
+        raise SADeployError("accuracy needs labeled images: a folder with one sub-folder per class (or an .npz with "
+                            "'labels')")
+    names = getattr(source, "class_names", ())
+    if classes is not None and len(names) > classes:
+        raise SADeployError(f"the data has {len(names)} classes ({', '.join(names[:3])}, ...), the model "
+                            f"{classes}: labels would not match its outputs")
     report = validate_artifacts(TorchRunner(model, threads), artifacts, source, max_drop, batch_size, progress,
                                 threads=threads)
     if auto_fallback:

@@ -23,3 +23,15 @@ class BudgetExceededError(SADeployError):
     """A validation gate (accuracy drop, parity) did not hold."""
 
     exit_code = 3
+
+
+class OutputPathError(SADeployError):
+    """An output path sa-deploy must not write: an existing folder, a file it did not write, a path under a file."""
+
+
+class ParityError(BudgetExceededError):
+    """An artifact's outputs are outside its precision's tolerance against PyTorch (or not finite)."""
+
+    def __init__(self, message: str, stats: list | None = None) -> None:
+        super().__init__(message)
+        self.stats = stats or []

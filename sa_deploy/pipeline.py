@@ -18,7 +18,7 @@ import numpy as np
 
 from sa_deploy import __version__, api
 from sa_deploy.backends import TorchRunner, open_runner, unavailable_reason
-from sa_deploy.errors import SADeployError
+from sa_deploy.errors import BudgetExceededError, SADeployError
 from sa_deploy.models import create_model
 from sa_deploy.plan import RunPlan, resolve_data
 from sa_deploy.util.machine import machine_info
@@ -62,14 +62,18 @@ class Stages:
     def __init__(self, log: Callable[[str], None]) -> None:
         self.records: list[dict] = []
         self.log = log
+        self.current = "setup"
 
     @contextmanager
     def stage(self, name: str) -> Iterator[dict]:
         rec = {"name": name, "status": "ok", "reason": None}
         t = time.perf_counter()
+        self.current = name
         self.log(f"[{len(self.records) + 1}] {name} ...")
         try:
             yield rec
+        except BudgetExceededError as exc:  # a gate (e.g. export parity) failed this stage's artifact: go on
+            rec["status"], rec["reason"] = "failed", str(exc)
         except SADeployError:
             rec["status"] = "failed"
             raise
@@ -89,12 +93,18 @@ class Stages:
 
 
 def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
-    """Runs the whole plan and writes the report; returns the report dict."""
+    """Runs the whole plan and writes the report; returns the report dict.
+
+    Before any stage runs: the plan is checked as a whole, the data is found and read, the checkpoint loaded, and
+    every file the run will write is checked (none may be a folder or a file sa-deploy did not write). A stage
+    whose artifact fails (a parity or budget gate included) is recorded and the run goes on; an error that stops
+    the run says which artifacts were written (and are valid) and which were not."""
     t_start = time.perf_counter()
+    plan.check()
     data = resolve_data(plan)
     out = Path(plan.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stages = Stages(log)
+    for path in planned_outputs(plan):
+        api.check_output(path)
     model = create_model(plan.model, checkpoint=plan.checkpoint, pretrained=plan.checkpoint is None)
     deploy = model.deploy_config
     cfg = deploy.preprocess
@@ -102,8 +112,66 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
     calib = data.calib.open(cfg, num=plan.calib_num, seed=plan.seed)
     data_source = data.describe(len(val), len(calib))
     log(f"data: {data_source}" + (f" ({data.origin})" if data.embedded else ""))
+    if not val.labeled:
+        raise SADeployError(f"the validation images ({data_source}) are not labeled: accuracy needs class folders, "
+                            "a labels file or an .npz with labels")
+    val.load()  # read (and cached) now: a data problem stops the run before anything is written
+    if plan.int8_flavours or (plan.coreml and "w8a8" in plan.coreml_precisions):
+        calib.load()
+    out.mkdir(parents=True, exist_ok=True)
     artifacts: list[Artifact] = []
+    stages = Stages(log)
+    try:
+        return _run_stages(plan, model, val, calib, data, data_source, out, stages, artifacts, t_start)
+    except SADeployError as exc:
+        exc.args = (f"{exc}; the run stopped at '{stages.current}': {progress_note(plan, artifacts)}",)
+        raise
 
+
+def planned_outputs(plan: RunPlan) -> list[Path]:
+    """Every file or package the plan may write (for the checks before a run starts)."""
+    from sa_deploy.report.render import report_paths
+
+    out = Path(plan.out)
+    paths = []
+    for lowering in plan.lowerings:
+        base = out / api.artifact_name(plan.model, lowering, suffix=".onnx")
+        paths.append(base)
+        fp16 = api.derived_path(base, "fp16")
+        int8 = [api.derived_path(base, "int8", f, plan.int8_method) for f in plan.int8_flavours]
+        paths += ([fp16] if plan.fp16 else []) + int8
+        if plan.tensorrt:
+            engines = ([fp16] if plan.fp16 else []) + [p for p in int8 if "_tensorrt_" in p.name]
+            paths += [e.with_suffix(".engine") for e in engines]
+    if plan.coreml:
+        paths += [out / api.artifact_name(plan.model, "fold", p, suffix=".mlpackage") for p in plan.coreml_precisions]
+    if plan.openvino and plan.lowerings:  # IRs from the first lowering's files (see _openvino_stage)
+        base = out / api.artifact_name(plan.model, plan.lowerings[0], suffix=".onnx")
+        irs = [api.derived_path(base, p, suffix=".xml") for p in ("fp32", "fp16")]
+        if "cpu" in plan.int8_flavours:
+            irs.append(api.derived_path(base, "int8", "cpu", plan.int8_method, suffix=".xml"))
+        paths += irs + [ir.with_suffix(".bin") for ir in irs]
+    return paths + report_paths(out)
+
+
+def progress_note(plan: RunPlan, artifacts: list[Artifact]) -> str:
+    """Which artifacts of the plan were written (and are valid) and which were not: one phrase."""
+    done = [a.path.name for a in artifacts if a.status == "ok" and a.path is not None and a.path.exists()]
+    failed = [a.name for a in artifacts if a.status != "ok"]
+    planned = [f"onnx-{lw}-fp32" for lw in plan.lowerings] + (["onnx-fp16"] if plan.fp16 else []) + [
+        f"onnx-int8-{f}" for f in plan.int8_flavours] + ([f"coreml-{p}" for p in plan.coreml_precisions]
+                                                         if plan.coreml else [])
+    made = {a.name for a in artifacts}
+    missing = failed + [n for n in planned if n not in made] + ["report"]
+    return (f"written and valid: {', '.join(done) or 'none'} (in {plan.out}); not made: {', '.join(missing)}")
+
+
+def _run_stages(plan: RunPlan, model, val, calib, data, data_source: str, out: Path, stages: "Stages",
+                artifacts: list[Artifact], t_start: float) -> dict:
+    """The stages, in order; ``val`` / ``calib`` are the opened (and read) sources, ``data`` what the resolver
+    found (data.resolve.LabeledData)."""
+    deploy = model.deploy_config
+    cfg = deploy.preprocess
     for lowering in plan.lowerings:
         art = Artifact(f"onnx-{lowering}-fp32", "onnx", "fp32", out / api.artifact_name(deploy.name, lowering,
                                                                                           suffix=".onnx"), lowering)
@@ -201,12 +269,15 @@ def _evaluate(art: Artifact, source, ref: Predictions, x1: np.ndarray, plan: Run
     p = res.parity
     art.metrics.update(top1=res.top1, top5=res.top5, drop=res.drop, max_drop=budget, images=res.num_images,
                        cosine=p.cosine, top1_agreement=p.top1_agreement, max_abs=p.max_abs, parity_passed=p.passed,
-                       within_budget=res.passed, latency_ms=latency, runner=runner.name)
+                       parity_reason=p.reason() or None, within_budget=res.within_budget, latency_ms=latency,
+                       runner=runner.name)
 
 
 def _mark(art: Artifact, rec: dict) -> Artifact:
     if rec["status"] != "ok":
         art.status, art.reason = "failed", rec.get("reason")
+        if art.path is not None and art.path.exists():  # writes are atomic: what is there is not from this run
+            art.reason = f"{art.reason}; {art.path.name} on disk is from an earlier run, not this one"
     return art
 
 
@@ -217,7 +288,8 @@ def _as_dict(obj: Any) -> dict:
 
 
 def _apply_budget(plan: RunPlan, artifacts: list[Artifact]) -> bool:
-    """The accuracy-drop budgets (INT8, FP16) and FP32 parity decide the verdict; offenders are marked."""
+    """The accuracy-drop budgets (INT8, FP16) and parity within each precision's tolerance (validate.parity) decide
+    the verdict; offenders are marked."""
     ok = True
     for art in artifacts:
         if art.status != "ok" or "top1" not in art.metrics:
@@ -226,8 +298,8 @@ def _apply_budget(plan: RunPlan, artifacts: list[Artifact]) -> bool:
             art.status = "over budget"
             art.reason = f"drop {art.metrics['drop']:.2f} > {art.metrics['max_drop']} points"
             ok = False
-        elif art.precision == "fp32" and not art.metrics["parity_passed"]:
-            art.status, art.reason = "failed", "parity vs PyTorch failed"
+        elif not art.metrics["parity_passed"]:
+            art.status, art.reason = "failed", f"parity vs PyTorch: {art.metrics['parity_reason']}"
             ok = False
     return ok
 

@@ -1,6 +1,10 @@
-"""What `sa-deploy run` does, as data: defaults, a YAML file, then command-line overrides."""
+"""What `sa-deploy run` does, as data: defaults, a YAML file, then command-line overrides; checked as a whole
+(``RunPlan.check``) before any stage runs."""
 from __future__ import annotations
 
+import math
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -45,6 +49,9 @@ class RunPlan:
 
     def apply(self, overrides: dict) -> "RunPlan":
         known = {f.name for f in fields(self)}
+        odd = [k for k in overrides if not isinstance(k, str)]
+        if odd:
+            raise SADeployError(f"plan keys must be names, got {odd[0]!r}; known: {', '.join(sorted(known))}")
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise SADeployError(f"unknown plan key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -52,6 +59,87 @@ class RunPlan:
             if v is not None:
                 setattr(self, k, v)
         return self
+
+    def check(self) -> "RunPlan":
+        """Every key's type and range, every choice, the model, the checkpoint and the output folder, before anything
+        runs: one SADeployError naming the key and what it accepts."""
+        hints = typing.get_type_hints(RunPlan)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not _matches(value, hints[f.name]):
+                raise SADeployError(f"plan key '{f.name}' must be {_describe(hints[f.name])}, got {value!r}"[:300])
+        positive = ("calib_num", "val_num", "coreml_val_num", "latency_batch", "latency_iters", "threads")
+        for key in positive:
+            value = getattr(self, key)
+            if value is not None and not 1 <= value <= _MAX.get(key, 10**7):
+                raise SADeployError(f"plan key '{key}' must be in 1..{_MAX.get(key, 10**7)}, got {value}")
+        for key in ("int8_max_drop", "fp16_max_drop"):
+            if not math.isfinite(getattr(self, key)):
+                raise SADeployError(f"plan key '{key}' must be a finite number of points, got {getattr(self, key)}")
+        if self.seed < 0:
+            raise SADeployError(f"plan key 'seed' must be >= 0, got {self.seed}")
+        choices = _choices()
+        for key, allowed in choices.items():
+            value = getattr(self, key)
+            for v in value if isinstance(value, list) else [value]:
+                if v not in allowed:
+                    raise SADeployError(f"plan key '{key}': unknown value {v!r}; choose from {', '.join(allowed)}")
+            if isinstance(value, list) and len(set(value)) != len(value):
+                raise SADeployError(f"plan key '{key}' lists a value twice: {value}")
+        if not self.lowerings:
+            raise SADeployError("plan key 'lowerings' is empty; the run needs at least one ONNX export")
+        from sa_deploy.models.registry import get_spec
+
+        get_spec(self.model)
+        if self.checkpoint is not None and not Path(self.checkpoint).is_file():
+            raise SADeployError(f"plan key 'checkpoint': {self.checkpoint} is not a file")
+        out = Path(self.out)
+        for p in [out, *out.parents]:
+            if p.exists() and not p.is_dir():
+                raise SADeployError(f"plan key 'out': {p} is a file; the run writes into a folder")
+            if p.is_dir():
+                break
+        return self
+
+
+_MAX = {"latency_batch": 1024, "threads": 1024, "latency_iters": 100_000}
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    """The allowed values of the choice keys, from the modules that define them."""
+    from sa_deploy.backends.coreml.export import PRECISIONS as COREML_PRECISIONS
+    from sa_deploy.calibration.int8 import FLAVOURS, METHODS
+    from sa_deploy.rewrite import LOWERINGS
+
+    return {"lowerings": LOWERINGS, "int8_flavours": tuple(FLAVOURS), "int8_method": tuple(METHODS),
+            "coreml_precisions": COREML_PRECISIONS}
+
+
+def _matches(value: object, hint: object) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, typing.get_args(hint)[0]) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint)  # type: ignore[arg-type]
+
+
+def _describe(hint: object) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(hint)[0]).split(' ', 1)[1]}s"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            type(None): "null (unset)"}.get(hint, str(hint))  # type: ignore[call-overload]
 
 
 def load_plan(path: str | Path | None, overrides: dict | None = None) -> RunPlan:
@@ -61,11 +149,17 @@ def load_plan(path: str | Path | None, overrides: dict | None = None) -> RunPlan
 
         p = Path(path)
         if not p.is_file():
-            raise SADeployError(f"config file not found: {p}")
+            raise SADeployError(f"config file {p} is not a regular file" if p.exists() else
+                                f"config file not found: {p}")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise SADeployError(f"{p.name} is not valid YAML: {str(exc).splitlines()[0]}") from None
+            text = p.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise SADeployError(f"{p.name} is not a UTF-8 text file; a plan is YAML") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:  # unknown tags (!!python/object...) are refused here, never run
+            first = next((ln for ln in str(exc).splitlines() if ln.strip()), "parse error")
+            raise SADeployError(f"{p.name} is not valid YAML for a plan: {first}") from None
         if not isinstance(data, dict):
             raise SADeployError(f"{p.name} must hold a mapping of plan keys (e.g. `model: sa_resnet_cifar`)")
         plan.apply(data)

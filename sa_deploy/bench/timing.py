@@ -16,9 +16,9 @@ import numpy as np
 
 from sa_deploy.backends import OnnxRuntimeRunner, Runner, unavailable_reason
 from sa_deploy.errors import SADeployError
-from sa_deploy.exporters.inspect import load_onnx
-from sa_deploy.exporters.onnx import file_input_size
-from sa_deploy.report.bench import write_benchmark
+from sa_deploy.exporters.inspect import image_input, load_onnx
+from sa_deploy.exporters.metadata import preprocess_from_metadata, read_onnx_metadata
+from sa_deploy.report.bench import check_benchmark_outputs, write_benchmark
 from sa_deploy.util.machine import machine_info
 
 
@@ -92,11 +92,13 @@ def bench_group(artifacts: list[Artifact], batches: tuple[int, ...] = (1, 8), ro
                 progress=None, runtimes: tuple[str, ...] = ("onnxruntime",)) -> list[BenchRow]:
     """Benchmark the artifacts of one group (same input size) on each runtime, all interleaved; ratios to the
     ``floor`` and ``naive`` variants of the same runtime when the group has them."""
-    size = {file_input_size(load_onnx(a.path)) for a in artifacts}
-    if len(size) != 1 or 0 in size:
-        raise ValueError(f"artifacts of one group need one static input size, got {sorted(size)}")
+    models = {a.name: load_onnx(a.path) for a in artifacts}
+    size = {bench_input_size(models[a.name], a.path.name) for a in artifacts}
+    if len(size) != 1:
+        raise SADeployError(f"the files of {artifacts[0].group} take different input sizes ({sorted(size)}); "
+                            "benchmark them separately")
     input_size = size.pop()
-    nodes = {a.name: len(load_onnx(a.path).graph.node) for a in artifacts}
+    nodes = {a.name: len(m.graph.node) for a, m in zip(artifacts, models.values())}
     keys = [(rt, a.name) for rt in runtimes for a in artifacts]
     by_name = {a.name: a for a in artifacts}
     rows: list[BenchRow] = []
@@ -130,14 +132,27 @@ def bench_group(artifacts: list[Artifact], batches: tuple[int, ...] = (1, 8), ro
     return rows
 
 
+def bench_input_size(model, name: str) -> int:
+    """The square input size to time a file at: its fixed H/W, else the size in its deploy metadata."""
+    _, size = image_input(model, name)
+    if size is None:
+        cfg = preprocess_from_metadata(read_onnx_metadata(model), name)
+        if cfg is None:
+            raise SADeployError(f"{name} has a dynamic input size and no sa-deploy metadata saying which to use; "
+                                "export it with a fixed size")
+        size = cfg.input_size
+    return size
+
+
 def artifacts_from_files(paths: list[str | Path]) -> list[Artifact]:
     """Artifacts grouped by the model named in their metadata; named by their benchmark tag or file stem."""
     from sa_deploy.bench.variants import read_tags
-    from sa_deploy.exporters.metadata import read_onnx_metadata
 
     out = []
     for p in paths:
-        meta = read_onnx_metadata(load_onnx(p))
+        model = load_onnx(p)
+        bench_input_size(model, Path(p).name)  # every file checked before any is timed
+        meta = read_onnx_metadata(model)
         name, note = read_tags(p)
         if name == Path(p).stem and "lowering" in meta:  # an exported file: name it by its deploy config
             name = "naive" if meta["lowering"] == "none" else meta["lowering"]
@@ -154,6 +169,7 @@ def run_benchmark(artifacts: list[Artifact], out_dir: str | Path, command: str, 
                   progress=None, extra: str = "", runtimes: tuple[str, ...] = ("onnxruntime",),
                   verdicts: Callable[[list[BenchRow]], list[str]] | None = None) -> tuple[list[BenchRow], Path]:
     """Benchmark each group in turn and write RESULTS.md, results.json and latency.png into ``out_dir``."""
+    check_benchmark_outputs(out_dir)  # before the timing, not after it
     rows: list[BenchRow] = []
     groups = list(dict.fromkeys(a.group for a in artifacts))
     for g in groups:

@@ -15,10 +15,11 @@ from torch import nn
 
 from sa_deploy.bench.converters import to_fp16, to_int8
 from sa_deploy.data.resolve import resolve_labeled_data
-from sa_deploy.exporters.metadata import PREFIX
+from sa_deploy.exporters.metadata import PREFIX, is_sa_deploy_onnx
 from sa_deploy.exporters.onnx import export_onnx, random_inputs
 from sa_deploy.models import create_model
 from sa_deploy.models.random_weights import randomize
+from sa_deploy.util.atomic import write_bytes_atomic
 
 VARIANTS = ("floor", "naive", "reshape-transpose", "fold", "fp16", "int8-cpu", "int8-cpu-float-gate", "int8-tensorrt")
 # INT8 variants: (flavour, keep the SA gate float; None = the flavour's default)
@@ -52,7 +53,7 @@ def tag_variant(path: Path, name: str, note: str) -> None:
     model.metadata_props.extend(props)
     model.metadata_props.add(key=VARIANT_KEY, value=name)
     model.metadata_props.add(key=NOTE_KEY, value=note)
-    onnx.save(model, str(path))
+    write_bytes_atomic(path, model.SerializeToString(), owned=is_sa_deploy_onnx)
 
 
 def read_tags(path: str | Path) -> tuple[str, str]:

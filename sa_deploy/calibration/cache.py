@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sa_deploy.util.atomic import write_bytes_atomic
+from sa_deploy.util.atomic import starts_with, write_bytes_atomic
 
 CACHE_VERSION = 1
 
@@ -53,8 +53,9 @@ class RangeCache:
     def store(self, key: RangeKey, tensors_data: Any) -> Path:
         from onnxruntime.quantization.calibrate import CalibrationCacheEncoder
 
-        payload = tensors_data.to_dict()
+        # the key first: it is also the signature by which a later store recognises (and may replace) the file
+        payload = {"sa_deploy_key": key.to_dict(), **tensors_data.to_dict()}
         payload["smooth_quant"] = False  # quantize_static checks this flag when it loads a cache
-        payload["sa_deploy_key"] = key.to_dict()
-        return write_bytes_atomic(self.path_for(key), json.dumps(payload, cls=CalibrationCacheEncoder).encode())
+        return write_bytes_atomic(self.path_for(key), json.dumps(payload, cls=CalibrationCacheEncoder).encode(),
+                                  owned=starts_with(b'{"sa_deploy_key"'))
 

@@ -30,7 +30,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from sa_deploy.calibration.cache import RangeCache, RangeKey
 from sa_deploy.calibration.reader import BatchSource, FeedReader
 from sa_deploy.errors import SADeployError
-from sa_deploy.exporters.metadata import read_onnx_metadata, set_onnx_metadata
+from sa_deploy.exporters.metadata import is_sa_deploy_onnx, read_onnx_metadata, set_onnx_metadata
 from sa_deploy.util.atomic import atomic_path
 from sa_deploy.util.hashing import file_sha256
 
@@ -178,7 +178,7 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, source: BatchSour
         cache_hit = ranges is not None
         if ranges is None:
             ranges = cache.store(key, calibrate_ranges(prep, source, method, work, batch_size))
-        with atomic_path(out_path) as tmp_out, _quiet_ort_logging():
+        with atomic_path(out_path, owned=is_sa_deploy_onnx) as tmp_out, _quiet_ort_logging():
             quantize_static(str(prep), str(tmp_out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=fl.activation_type, weight_type=fl.weight_type,
                             nodes_to_exclude=excluded, calibrate_method=METHODS[method],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from sa_deploy.cli.common import console
+from sa_deploy.cli.common import batch_size, console, output_dir, positive_int, threads
 
 EXAMPLES = """examples:
   sa-deploy bench out/sa_resnet50_fold.onnx out/sa_resnet50_none.onnx --batch 1 8 --rounds 10
@@ -21,16 +21,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("artifacts", nargs="+", type=Path, help=".onnx files (grouped by the model in their metadata)")
     add_bench_args(p)
-    p.add_argument("--out", type=Path, default=Path("benchmarks"),
+    p.add_argument("--out", type=output_dir, default=Path("benchmarks"),
                    help="folder for RESULTS.md, results.json, latency.png (default: benchmarks/)")
     p.set_defaults(func=run)
 
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default: 1 8)")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
-    p.add_argument("--iters", type=int, default=10, help="timed calls per variant per round (default: 10)")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    p.add_argument("--batch", type=batch_size, nargs="+", default=[1, 8], help="batch sizes (default: 1 8)")
+    p.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds (default: 5)")
+    p.add_argument("--iters", type=positive_int, default=10, help="timed calls per variant per round (default: 10)")
+    p.add_argument("--threads", type=threads, default=None, help="intra-op threads (default: all cores)")
     p.add_argument("--runtimes", nargs="+", default=None, metavar="RUNTIME",
                    help="onnxruntime, openvino, openvino-bf16 (default: every one available here)")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sa_deploy.cli.common import console, mb
+from sa_deploy.cli.common import batch_size, console, int_in, mb, output_file, positive_int
 
 EXAMPLES = """examples:
   sa-deploy build out/sa_resnet50_fold_fp16.onnx --precision fp16 --max-batch 32
@@ -18,20 +18,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", type=Path, help="ONNX model (Q/DQ for int8, FP16 graph for fp16 on TensorRT 11)")
     p.add_argument("--precision", choices=["fp16", "int8"], required=True)
-    p.add_argument("--min-batch", type=int, default=1)
-    p.add_argument("--opt-batch", type=int, default=8)
-    p.add_argument("--max-batch", type=int, default=32)
-    p.add_argument("--workspace-mb", type=int, default=None, help="builder workspace limit (default: TensorRT's)")
-    p.add_argument("--timing-cache", type=Path, default=None, help="timing cache file, read if present, then saved")
-    p.add_argument("--opt-level", type=int, default=None, help="builder optimization level 0..5")
+    p.add_argument("--min-batch", type=batch_size, default=1)
+    p.add_argument("--opt-batch", type=batch_size, default=8)
+    p.add_argument("--max-batch", type=batch_size, default=32)
+    p.add_argument("--workspace-mb", type=positive_int, default=None,
+                   help="builder workspace limit (default: TensorRT's)")
+    p.add_argument("--timing-cache", type=output_file, default=None,
+                   help="timing cache file, read if present, then saved")
+    p.add_argument("--opt-level", type=int_in(0, 5), default=None, help="builder optimization level 0..5")
     p.add_argument("--strongly-typed", action="store_true",
                    help="TensorRT 10: take precision from the graph, as TensorRT 11 always does")
     p.add_argument("--legacy-calibrator", choices=["entropy", "minmax"], default=None,
                    help="TensorRT 10 only: implicit INT8 calibration of an fp32 graph (needs --calib)")
     p.add_argument("--calib", type=Path, default=None, help="calibration images (folder or .npz)")
-    p.add_argument("--calib-num", type=int, default=512, help="calibration images used (default 512)")
+    p.add_argument("--calib-num", type=positive_int, default=512, help="calibration images used (default 512)")
     p.add_argument("--no-lint", action="store_true", help="skip the offline TensorRT lint")
-    p.add_argument("--out", type=Path, default=None, help="engine path (default: FILE with .engine)")
+    p.add_argument("--out", type=output_file, default=None, help="engine path (default: FILE with .engine)")
     p.set_defaults(func=run)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from sa_deploy.cli.common import console
+from sa_deploy.cli.common import console, positive_int
 
 EXAMPLES = """examples:
   sa-deploy lint --target tensorrt out/sa_resnet50_fold_int8.onnx
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", type=Path)
     p.add_argument("--target", choices=["tensorrt"], default="tensorrt", help="deployment target (default tensorrt)")
-    p.add_argument("--max-batch", type=int, default=None, help="largest batch the engine profile will cover")
+    p.add_argument("--max-batch", type=positive_int, default=None, help="largest batch the engine profile will cover")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 

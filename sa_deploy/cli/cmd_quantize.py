@@ -4,7 +4,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sa_deploy.cli.common import console, mb
+from sa_deploy.cli.common import console, mb, output_dir, output_file, positive_int
 
 EXAMPLES = """examples:
   sa-deploy quantize out/sa_resnet_cifar_fold.onnx --calib cifar10/train    # a folder of images (flat or per class)
@@ -35,20 +35,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="entropy",
                    help="calibration method (default entropy)")
     p.add_argument("--flavour", choices=["tensorrt", "cpu"], default="tensorrt", help="INT8 flavour (default tensorrt)")
-    p.add_argument("--num", type=int, default=500, help="calibration images, class-balanced sample (default 500)")
-    p.add_argument("--out", type=Path, help="output file (default: next to MODEL, suffixed _int8_<flavour>_<method> "
-                                            "or _fp16)")
+    p.add_argument("--num", type=positive_int, default=500,
+                   help="calibration images, class-balanced sample (default 500)")
+    p.add_argument("--out", type=output_file,
+                   help="output file (default: next to MODEL, suffixed _int8_<flavour>_<method> or _fp16)")
     p.add_argument("--exclude-nodes", nargs="+", default=[], metavar="NODE", help="node names kept in float")
     p.add_argument("--sa-gate", choices=["float", "int8"], default=None,
                    help="SA gate precision (default: float for --flavour tensorrt, int8 for --flavour cpu)")
-    p.add_argument("--cache-dir", type=Path, help="calibration range cache folder (reused when still valid)")
+    p.add_argument("--cache-dir", type=output_dir, help="calibration range cache folder (reused when still valid)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
     f = sub.add_parser("fp16", help="FP16 ONNX (FP32 inputs/outputs) from an FP32 export",
                        epilog="examples:\n  sa-deploy fp16 out/sa_resnet_cifar_fold.onnx --out out/model_fp16.onnx\n",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("model", type=Path, metavar="MODEL.onnx")
-    f.add_argument("--out", type=Path)
+    f.add_argument("--out", type=output_file, help="output file (default: next to MODEL, suffixed _fp16)")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=run, precision="fp16")
 
@@ -66,8 +67,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.calib is None:
         raise SADeployError("--calib DIR|FILE.npz|embedded is required for int8 (calibration images)")
-    if args.num is not None and args.num < 1:
-        raise SADeployError(f"--num must be at least 1, got {args.num}")
     res = api.quantize(args.model, args.calib, args.out, args.method, args.flavour, args.num,
                        tuple(args.exclude_nodes), args.cache_dir,
                        keep_sa_gate_float=None if args.sa_gate is None else args.sa_gate == "float")

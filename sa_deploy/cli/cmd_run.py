@@ -5,7 +5,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from sa_deploy.cli.common import console
+from sa_deploy.cli.common import console, finite_float, output_dir, positive_int
 from sa_deploy.errors import BudgetExceededError
 
 EXAMPLES = """examples:
@@ -35,12 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", help="calibration images: a folder (flat or per class) or .npz (default: DATA/train)")
     p.add_argument("--labels", help="labels file for a flat validation folder: CSV `filename,label` or "
                    "`filename label` lines")
-    p.add_argument("--out", help="output folder (default: out/run)")
+    p.add_argument("--out", type=lambda s: str(output_dir(s)), help="output folder (default: out/run)")
     p.add_argument("--config", type=Path, help="YAML file with RunPlan keys; command-line options win")
-    p.add_argument("--calib-num", type=int, help="calibration images (default 512)")
-    p.add_argument("--val-num", type=int, help="validation images (default: all)")
+    p.add_argument("--calib-num", type=positive_int, help="calibration images (default 512)")
+    p.add_argument("--val-num", type=positive_int, help="validation images (default: all)")
     p.add_argument("--int8-method", choices=["minmax", "entropy", "percentile"])
-    p.add_argument("--max-drop", type=float, dest="int8_max_drop", help="INT8 top-1 drop budget, points (1.0)")
+    p.add_argument("--max-drop", type=finite_float, dest="int8_max_drop",
+                   help="INT8 top-1 drop budget, points (1.0)")
     p.add_argument("--no-coreml", action="store_false", dest="coreml", default=None)
     p.add_argument("--no-openvino", action="store_false", dest="openvino", default=None)
     p.add_argument("--no-tensorrt", action="store_false", dest="tensorrt", default=None)
@@ -67,5 +68,17 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"report: {report['files']['html']}  {report['files']['md']}  {report['files']['json']}  "
                   f"({report['seconds']:.0f}s)")
     if not report["passed"]:
-        raise BudgetExceededError("a budget or parity check failed (see status column)")
+        raise BudgetExceededError(failure_summary(report))
     return 0
+
+
+def failure_summary(report: dict) -> str:
+    """Which artifacts failed (and why) and which are valid, in one line."""
+    arts = report["artifacts"]
+    bad = [a for a in arts if a["status"] != "ok" or a.get("top1") is None]
+    good = [Path(a["path"]).name for a in arts if a not in bad and a.get("path")]
+    why = "; ".join(f"{a['name']} {a['status']}" + (f" ({str(a['reason'])[:150]})" if a.get("reason") else
+                                                    " (not evaluated)") for a in bad[:3])
+    more = f"; and {len(bad) - 3} more" if len(bad) > 3 else ""
+    return (f"{len(bad)} of {len(arts)} artifact(s) failed a gate or a stage: {why}{more}; valid: "
+            f"{', '.join(good) or 'none'}; report: {report['files']['md']}")

@@ -5,7 +5,17 @@ from pathlib import Path
 
 from rich.table import Table
 
-from sa_deploy.cli.common import add_model_args, console, load_model
+from sa_deploy.cli.common import (
+    add_model_args,
+    batch_size,
+    console,
+    finite_float,
+    load_model,
+    output_dir,
+    output_file,
+    positive_int,
+    threads,
+)
 
 EXAMPLES = """examples:
   sa-deploy validate --model sa_resnet_cifar --pretrained --data embedded \\
@@ -36,15 +46,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "with --labels, an .npz, or `embedded` (see below)")
     p.add_argument("--labels", type=Path, metavar="FILE", help="labels file for a flat --data folder")
     p.add_argument("--artifacts", type=Path, nargs="+", required=True, metavar="FILE", help="artifacts to validate")
-    p.add_argument("--max-drop", type=float, default=None, help="allowed top-1 drop in points (default: per "
-                                                                "precision, fp16 0.1, int8 1.0)")
-    p.add_argument("--num", type=int, default=None, help="use a class-balanced sample of N images (default all)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--json", type=Path, metavar="OUT.json", help="write the report as JSON")
+    p.add_argument("--max-drop", type=finite_float, default=None,
+                   help="allowed top-1 drop in points (default: per precision, fp16 0.1, int8 1.0)")
+    p.add_argument("--num", type=positive_int, default=None,
+                   help="use a class-balanced sample of N images (default all)")
+    p.add_argument("--batch-size", type=batch_size, default=64)
+    p.add_argument("--json", type=output_file, metavar="OUT.json", help="write the report as JSON")
     p.add_argument("--auto-fallback", action="store_true", help="fix INT8 artifacts over budget (see below)")
     p.add_argument("--calib", type=Path, help="calibration images for --auto-fallback (folder, .npz or `embedded`)")
-    p.add_argument("--cache-dir", type=Path, help="calibration range cache for --auto-fallback")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch and onnxruntime "
+    p.add_argument("--cache-dir", type=output_dir, help="calibration range cache for --auto-fallback")
+    p.add_argument("--threads", type=threads, default=None, help="CPU threads for PyTorch and onnxruntime "
                                                              "(default: all cores; use 1 on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -69,11 +80,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.auto_fallback and args.calib is None:
         raise SADeployError("--auto-fallback needs --calib DIR|FILE.npz (images to re-calibrate on)")
-    if args.num is not None and args.num < 1:
-        raise SADeployError(f"--num must be at least 1, got {args.num}")
     for a in args.artifacts:
         if not a.exists():
             raise SADeployError(f"artifact not found: {a}")
+    if args.json:  # before the work: the report must be writable
+        from sa_deploy.report.render import owned_report_file
+        from sa_deploy.util.atomic import check_writable
+
+        check_writable(args.json, owned_report_file)
     model = load_model(args)
     report = api.validate(model, args.data, args.artifacts, args.max_drop, args.num, args.batch_size,
                           progress=not args.no_progress, threads=args.threads, auto_fallback=args.auto_fallback,

@@ -5,8 +5,12 @@ CalibrationDataReader, which is adapted on top of this in ``calibration.int8``).
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import stat
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -19,6 +23,7 @@ from sa_deploy.errors import SADeployError
 from sa_deploy.models.preprocessing import PreprocessConfig
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+MAX_NPZ_BYTES = 4 << 30  # what the arrays of one .npz may expand to (a zip of zeros compresses ~1000x)
 
 
 class DataSourceError(SADeployError):
@@ -36,19 +41,27 @@ def list_image_folder(root: str | Path) -> tuple[list[LabeledFile], tuple[str, .
     root = Path(root)
     if not root.is_dir():
         raise DataSourceError(f"image folder not found: {root} (pass a directory of images or of class sub-folders)")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = sorted(p for p in _entries(root) if p.is_dir() and not p.name.startswith("."))
     files: list[LabeledFile] = []
     classes: tuple[str, ...] = ()
     if class_dirs:
         classes = tuple(d.name for d in class_dirs)
         for label, d in enumerate(class_dirs):
-            files += [LabeledFile(p, label) for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
-    files += [LabeledFile(p, -1) for p in sorted(root.iterdir())
+            # by name only: entries that are not regular files (FIFOs, broken links) are skipped, unopened, by _read
+            files += [LabeledFile(p, label) for p in sorted(_entries(d)) if p.suffix.lower() in IMAGE_SUFFIXES]
+    files += [LabeledFile(p, -1) for p in sorted(_entries(root))
               if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise DataSourceError(f"no images in {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))} files, "
                               "directly or one sub-folder per class)")
     return files, classes
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as exc:
+        raise DataSourceError(f"cannot list {folder}: {exc.strerror or exc}") from None
 
 
 def sample_stratified(files: list[LabeledFile], num: int | None, seed: int = 0) -> list[LabeledFile]:
@@ -75,12 +88,27 @@ def sample_stratified(files: list[LabeledFile], num: int | None, seed: int = 0) 
 
 
 def _read(path: Path, cfg: PreprocessConfig) -> np.ndarray | None:
+    """One image, resized and cropped; None when it cannot be used. Only regular files are opened (a FIFO would
+    block, a broken or looping link has no content), under PIL's own decompression-bomb limit
+    (Image.MAX_IMAGE_PIXELS: its warning is an error here), and an image whose resize would exceed that limit
+    (an extreme aspect ratio) is not resized."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            return resize_crop(img, cfg)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return None
+        if not stat.S_ISREG(path.stat().st_mode):
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                limit = Image.MAX_IMAGE_PIXELS
+                scale = cfg.resize / max(1, min(w, h))
+                if limit and w * h * max(scale, 1.0) ** 2 > limit:
+                    return None
+                img.load()
+                return resize_crop(img, cfg)
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
+            ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError, ZeroDivisionError, zlib.error,
+            MemoryError):
+        return None  # PIL's decoders raise all of these on damaged files
 
 
 class ImageSource:
@@ -146,8 +174,13 @@ class ImageSource:
         """Identifies the exact data seen (file names, sizes, mtimes, preprocessing) for calibration caches."""
         h = hashlib.sha256(self.cfg.to_json().encode())
         for f in self.files:
-            st = f.path.stat()
-            h.update(f"{f.path.relative_to(self.root)}|{st.st_size}|{st.st_mtime_ns}|{f.label}".encode())
+            try:
+                st = f.path.stat()
+                size, mtime = st.st_size, st.st_mtime_ns
+            except OSError:  # a broken or looping link: identified by its name alone
+                size, mtime = -1, -1
+            # file names as bytes: names that are not valid UTF-8 (surrogate-escaped) hash too
+            h.update(os.fsencode(f.path.relative_to(self.root)) + f"|{size}|{mtime}|{f.label}".encode())
         return h.hexdigest()[:16]
 
 
@@ -188,29 +221,38 @@ class NpzSource(ArraySource):
     def __init__(self, path: str | Path, cfg: PreprocessConfig, num: int | None = None) -> None:
         self.root = Path(path)
         self.cfg = cfg
-        try:
-            with np.load(self.root, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as exc:
-            raise DataSourceError(f"cannot read {self.root} as .npz without pickles: {exc}") from None
+        arrays = read_npz(self.root)
         if "inputs" in arrays:
-            x = arrays["inputs"].astype(np.float32)
+            x = arrays["inputs"]
             want = (3, cfg.input_size, cfg.input_size)
             if x.ndim != 4 or x.shape[1:] != want:
                 raise DataSourceError(f"{self.root}: 'inputs' has shape {x.shape}, expected (N, {want[0]}, "
                                       f"{want[1]}, {want[2]})")
+            if x.dtype.kind not in "fiu":
+                raise DataSourceError(f"{self.root}: 'inputs' has dtype {x.dtype}, expected float32")
+            x = x.astype(np.float32)
+            if not np.isfinite(x).all():
+                raise DataSourceError(f"{self.root}: 'inputs' holds NaN/Inf values")
         elif "images" in arrays:
             imgs = arrays["images"]
-            if imgs.ndim != 4 or imgs.shape[-1] != 3:
+            if imgs.ndim != 4 or imgs.shape[-1] != 3 or 0 in imgs.shape[1:3]:
                 raise DataSourceError(f"{self.root}: 'images' has shape {imgs.shape}, expected (N, H, W, 3) uint8")
+            if imgs.dtype != np.uint8 and not (imgs.dtype.kind in "iu" and imgs.size and imgs.min() >= 0
+                                               and imgs.max() <= 255):
+                raise DataSourceError(f"{self.root}: 'images' has dtype {imgs.dtype}" + (
+                    " with values outside 0..255" if imgs.dtype.kind in "iu" else "") + "; expected uint8 pixels "
+                    "(preprocessed floats go under 'inputs', shape (N, 3, H, W))")
             crops = [resize_crop(Image.fromarray(im.astype(np.uint8)), cfg) for im in imgs]
-            x = normalize(np.stack(crops), cfg)
+            x = normalize(np.stack(crops), cfg) if crops else np.zeros((0, 3, cfg.input_size, cfg.input_size),
+                                                                        np.float32)
         else:
             raise DataSourceError(f"{self.root} has neither 'images' (N,H,W,3 uint8) nor 'inputs' (N,3,H,W float32)")
         n = len(x) if num is None else min(num, len(x))
         if n == 0:
             raise DataSourceError(f"{self.root} holds no samples")
         labels = arrays.get("labels")
+        if labels is not None:
+            labels = _check_labels(self.root, labels, len(x), len(cfg.class_names))
         self._set(x[:n], labels[:n] if labels is not None else None)
         self.class_names = tuple(cfg.class_names) if labels is not None else ()
 
@@ -220,3 +262,60 @@ class NpzSource(ArraySource):
         h.update(np.ascontiguousarray(self._inputs).tobytes())
         h.update(self._labels.tobytes())
         return h.hexdigest()[:16]
+
+
+def _check_labels(path: Path, labels: np.ndarray, count: int, num_classes: int) -> np.ndarray:
+    """Labels of an .npz: one non-negative integer per sample (and below the class count when it is known)."""
+    if labels.ndim != 1 or len(labels) != count:
+        raise DataSourceError(f"{path}: 'labels' has shape {labels.shape}, expected ({count},): one label per "
+                              "sample")
+    if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "f" and np.isfinite(labels).all()
+                                              and (labels == np.round(labels)).all()):
+        raise DataSourceError(f"{path}: 'labels' has dtype {labels.dtype}; expected integer class indices")
+    if count and labels.min() < 0:
+        raise DataSourceError(f"{path}: 'labels' holds negative values ({int(labels.min())})")
+    if count and num_classes and labels.max() >= num_classes:
+        raise DataSourceError(f"{path}: 'labels' holds class {int(labels.max())}, the model has {num_classes} "
+                              "classes")
+    return labels.astype(np.int64)
+
+
+def read_npz(path: Path, keys: tuple[str, ...] = ("images", "inputs", "labels")) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of an .npz, checked before any is loaded: a zip whose members' .npy headers declare
+    plain dtypes (no objects: no pickles) and no more data than the member holds, MAX_NPZ_BYTES in all (a
+    decompression bomb is refused unread)."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise DataSourceError(f"cannot read {path} as an .npz (zip of .npy arrays): {type(exc).__name__}") from None
+    total = 0
+    with zf:
+        members = {n[:-4]: zf.getinfo(n) for n in zf.namelist() if n.endswith(".npy") and n[:-4] in keys}
+        for key, info in members.items():
+            try:
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    reader = {(1, 0): np.lib.format.read_array_header_1_0,
+                              (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    if reader is None:
+                        raise ValueError(f".npy format {version} is not supported")
+                    shape, _, dtype = reader(f)
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                raise DataSourceError(f"{path}: array '{key}' is damaged ({str(exc)[:100]})") from None
+            if dtype.hasobject:
+                raise DataSourceError(f"{path}: array '{key}' holds Python objects; sa-deploy reads .npz without "
+                                      "pickles (save numeric arrays)")
+            nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if nbytes > info.file_size:
+                raise DataSourceError(f"{path}: array '{key}' declares {nbytes} bytes but holds {info.file_size} "
+                                      "(truncated or damaged)")
+            total += nbytes
+        if total > MAX_NPZ_BYTES:
+            raise DataSourceError(f"{path}: its arrays expand to {total / 2**30:.1f} GiB, more than the "
+                                  f"{MAX_NPZ_BYTES / 2**30:.0f} GiB sa-deploy reads from one .npz")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in members}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataSourceError(f"cannot read {path} as .npz without pickles: {str(exc)[:120]}") from None
+

@@ -11,7 +11,7 @@ from typing import Iterable
 import onnx
 
 from sa_deploy.errors import SADeployError
-from sa_deploy.exporters.metadata import read_onnx_metadata, set_onnx_metadata
+from sa_deploy.exporters.metadata import is_sa_deploy_onnx, read_onnx_metadata, set_onnx_metadata
 from sa_deploy.util.atomic import write_bytes_atomic
 
 SA_FP32_OPS = ("InstanceNormalization",)
@@ -27,10 +27,10 @@ def convert_fp16(fp32_onnx: str | Path, out_path: str | Path, block_list: Iterab
     """Write an FP16 copy of ``fp32_onnx`` (atomic); ``block_list`` = op types kept in FP32 (None: default)."""
     from onnxconverter_common import float16
 
+    from sa_deploy.exporters.inspect import load_onnx
+
     src = Path(fp32_onnx)
-    if not src.is_file():
-        raise SADeployError(f"ONNX model not found: {src}")
-    model = onnx.load(str(src))
+    model = load_onnx(src)
     meta = read_onnx_metadata(model)
     if meta.get("precision", "fp32") != "fp32":
         raise SADeployError(f"{src.name} is already {meta['precision']}; convert the FP32 export")
@@ -40,7 +40,7 @@ def convert_fp16(fp32_onnx: str | Path, out_path: str | Path, block_list: Iterab
     set_onnx_metadata(half, {**meta, "precision": "fp16", "fp16_fp32_ops": ",".join(
         op for op in blocked if any(n.op_type == op for n in model.graph.node)) or "none"})
     onnx.checker.check_model(half)
-    return write_bytes_atomic(out_path, half.SerializeToString())
+    return write_bytes_atomic(out_path, half.SerializeToString(), owned=is_sa_deploy_onnx)
 
 
 def _unshare_initializers(model: onnx.ModelProto, blocked: set[str]) -> None:

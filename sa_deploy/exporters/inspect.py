@@ -5,6 +5,7 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnx
@@ -36,14 +37,136 @@ class OnnxInfo:
         return asdict(self)
 
 
+class OnnxFileError(SADeployError):
+    """A file that is not a valid ONNX model, or not one sa-deploy can feed images to."""
+
+
 def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Load and check an ONNX file where it enters: a regular, non-empty file that parses, whose external data (if
+    any) lies in regular files beside it, whose opsets this onnx knows, that passes ``onnx.checker`` (topological
+    order, tensor data, types...) and has at least one input and one output. Any failure is one OnnxFileError."""
     p = Path(path)
+    if p.is_dir():
+        raise OnnxFileError(f"{p} is a folder, not an ONNX file")
+    if not p.exists():
+        raise OnnxFileError(f"ONNX file not found: {p}")
     if not p.is_file():
-        raise SADeployError(f"ONNX file not found: {p}")
+        raise OnnxFileError(f"{p} is not a regular file (a FIFO, socket or device?)")
+    if p.stat().st_size == 0:
+        raise OnnxFileError(f"{p.name} is empty (0 bytes), not an ONNX model")
     try:
-        return onnx.load(str(p))
-    except Exception as exc:  # protobuf DecodeError and friends
-        raise SADeployError(f"{p.name} is not a readable ONNX model ({type(exc).__name__})") from None
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf parses untrusted bytes: DecodeError and friends
+        raise OnnxFileError(f"{p.name} is not a readable ONNX model ({type(exc).__name__}: {_first_line(exc)})") \
+            from None
+    _load_external_data(model, p)
+    check_model(model, p.name)
+    return model
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message folded into one line (onnx.checker spreads one sentence over several)."""
+    return " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip())[:limit] or type(exc).__name__
+
+
+def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """Tensors stored outside the .onnx file: each location must be a regular file inside the model's folder,
+    large enough for its offset/length (no absolute paths, no '..', no FIFOs or devices)."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    external = [t for t in _all_tensors(model.graph) if uses_external_data(t)]
+    if not external:
+        return
+    base = path.parent.resolve()
+    for t in external:
+        info = ExternalDataInfo(t)
+        loc = Path(info.location or "")
+        where = f"{path.name}: external data of tensor '{t.name}'"
+        if not info.location or loc.is_absolute() or ".." in loc.parts:
+            raise OnnxFileError(f"{where} has location {info.location!r}; it must be a file name beside the model")
+        file = (base / loc).resolve()
+        if base not in file.parents or not file.is_file():
+            raise OnnxFileError(f"{where}: {info.location} is missing or not a regular file beside the model")
+        end = (info.offset or 0) + (info.length or 0)
+        if end > file.stat().st_size:
+            raise OnnxFileError(f"{where} needs bytes up to {end} of {info.location}, which has "
+                                f"{file.stat().st_size} (truncated?)")
+    try:
+        onnx.load_external_data_for_model(model, str(base))
+    except Exception as exc:  # noqa: BLE001 - any failure reading it is the file's
+        raise OnnxFileError(f"{path.name}: cannot read its external data ({_first_line(exc)})") from None
+
+
+def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Initializers and constant attributes of a graph and its subgraphs."""
+    yield from graph.initializer
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            if a.HasField("g"):
+                yield from _all_tensors(a.g)
+            for g in a.graphs:
+                yield from _all_tensors(g)
+
+
+def check_model(model: onnx.ModelProto, name: str) -> None:
+    """onnx.checker plus what it lets through: opsets newer than this onnx knows, graphs without inputs/outputs."""
+    newest = onnx.defs.onnx_opset_version()
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx") and o.version > newest:
+            raise OnnxFileError(f"{name} uses ONNX opset {o.version}; this onnx {onnx.__version__} knows up to "
+                                f"{newest} (re-export with opset 17)")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001 - ValidationError, and protobuf errors on damaged fields
+        raise OnnxFileError(f"{name} is not a valid ONNX model: {_first_line(exc)}") from None
+    inits = {t.name for t in model.graph.initializer}
+    if not [i for i in model.graph.input if i.name not in inits]:
+        raise OnnxFileError(f"{name} has no graph input; an image model takes one")
+    if not model.graph.output:
+        raise OnnxFileError(f"{name} has no graph output")
+
+
+def image_input(model: onnx.ModelProto, name: str, input_size: int | None = None) -> tuple[str, int | None]:
+    """The model's one image input (name, fixed square size or None when H/W are dynamic), checked: one
+    non-initializer float32 input of shape (N, 3, H, W); ``input_size`` given: fixed H/W must equal it."""
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise OnnxFileError(f"{name} has {len(inputs)} inputs ({', '.join(i.name for i in inputs[:4])}); sa-deploy "
+                            "feeds one NCHW image input")
+    inp = inputs[0]
+    tt = inp.type.tensor_type
+    if inp.type.WhichOneof("value") != "tensor_type" or tt.elem_type != onnx.TensorProto.FLOAT:
+        raise OnnxFileError(f"{name}: input '{inp.name}' is {_type_name(inp)}, expected a float32 tensor")
+    dims = _dims(inp)
+    if len(dims) != 4 or (isinstance(dims[1], int) and dims[1] != 3):
+        raise OnnxFileError(f"{name}: input '{inp.name}' has shape {dims}, expected (N, 3, H, W)")
+    hw = [d for d in dims[2:] if isinstance(d, int)]
+    if any(d < 1 for d in hw) or (len(hw) == 2 and hw[0] != hw[1]):
+        raise OnnxFileError(f"{name}: input '{inp.name}' has shape {dims}, expected a square image (N, 3, S, S)")
+    size = hw[0] if len(hw) == 2 else None
+    if input_size is not None and hw and any(d != input_size for d in hw):
+        raise OnnxFileError(f"{name} takes {dims[2]}x{dims[3]} inputs, but the data is preprocessed to "
+                            f"{input_size}x{input_size} (wrong model for this file?)")
+    return inp.name, size
+
+
+def _type_name(vi: onnx.ValueInfoProto) -> str:
+    kind = vi.type.WhichOneof("value")
+    if kind != "tensor_type":
+        return f"a {kind or 'typeless value'}"
+    return f"a {_dtype(vi.type.tensor_type.elem_type)} tensor"
+
+
+def _dtype(elem: int) -> str:
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(elem).name
+    except Exception:  # noqa: BLE001 - undefined / string / types numpy lacks: their ONNX name
+        return onnx.TensorProto.DataType.Name(elem).lower() if elem in onnx.TensorProto.DataType.values() \
+            else f"type {elem}"
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list:
@@ -51,7 +174,10 @@ def _dims(vi: onnx.ValueInfoProto) -> list:
 
 
 def max_tensor_rank(model: onnx.ModelProto) -> int:
-    inferred = onnx.shape_inference.infer_shapes(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - shapes inference cannot follow: the ranks the file declares
+        inferred = model
     ranks = [len(vi.type.tensor_type.shape.dim) for vi in
              list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
              if vi.type.tensor_type.HasField("shape")]
@@ -103,10 +229,10 @@ def inspect_onnx(path: str | Path) -> OnnxInfo:
     return OnnxInfo(
         path=str(path), nodes=len(model.graph.node), op_histogram=dict(sorted(hist.items(), key=lambda kv: -kv[1])),
         parameters=params, max_rank=max_tensor_rank(model),
-        inputs=[{"name": i.name, "shape": _dims(i), "dtype": onnx.helper.tensor_dtype_to_np_dtype(
-            i.type.tensor_type.elem_type).name} for i in model.graph.input],
-        outputs=[{"name": o.name, "shape": _dims(o), "dtype": onnx.helper.tensor_dtype_to_np_dtype(
-            o.type.tensor_type.elem_type).name} for o in model.graph.output],
+        inputs=[{"name": i.name, "shape": _dims(i), "dtype": _dtype(i.type.tensor_type.elem_type)}
+                for i in model.graph.input],
+        outputs=[{"name": o.name, "shape": _dims(o), "dtype": _dtype(o.type.tensor_type.elem_type)}
+                 for o in model.graph.output],
         sa_layers=len(scopes) if scopes else count_sa_gates(model), sa_nodes_per_layer=scopes, opset=opset,
         metadata=read_onnx_metadata(model), size_bytes=Path(path).stat().st_size)
 

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import onnx
 
 from sa_deploy import __version__
+from sa_deploy.errors import SADeployError
 from sa_deploy.models.preprocessing import PreprocessConfig
 
 PREFIX = "sa_deploy."
@@ -42,6 +44,25 @@ def read_onnx_metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key[len(PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
 
 
-def preprocess_from_metadata(meta: dict[str, str]) -> PreprocessConfig | None:
+def preprocess_from_metadata(meta: dict[str, str], where: str = "the model") -> PreprocessConfig | None:
+    """The PreprocessConfig in ``sa_deploy.preprocess`` (None when absent); a damaged one is a one-line error."""
     raw = meta.get("preprocess")
-    return PreprocessConfig.from_dict(json.loads(raw)) if raw else None
+    if not raw:
+        return None
+    try:
+        return PreprocessConfig.from_dict(json.loads(raw))
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+        raise SADeployError(f"{where} has damaged sa_deploy.preprocess metadata ({exc}); re-export it with "
+                            "`sa-deploy export`") from None
+
+
+def is_sa_deploy_onnx(path: Path) -> bool:
+    """Whether an existing file is an ONNX model sa-deploy wrote (and may overwrite): its producer is sa-deploy
+    (exports) or it carries ``sa_deploy.*`` metadata (every FP16 / INT8 file made from an export)."""
+    if not path.is_file():
+        return False
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - anything unreadable is not ours
+        return False
+    return model.producer_name == "sa-deploy" or any(p.key.startswith(PREFIX) for p in model.metadata_props)

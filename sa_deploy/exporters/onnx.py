@@ -16,7 +16,7 @@ import onnx
 import torch
 from torch import nn
 
-from sa_deploy.exporters.metadata import deploy_config, set_onnx_metadata
+from sa_deploy.exporters.metadata import deploy_config, is_sa_deploy_onnx, set_onnx_metadata
 from sa_deploy.exporters.simplify import simplify as simplify_model
 from sa_deploy.models.deploy_config import deploy_config_of
 from sa_deploy.rewrite import lower_model
@@ -72,7 +72,7 @@ def export_onnx(model: nn.Module, path: str | Path, lowering: str = "fold", inpu
     onnx_model.producer_version = config["sa_deploy_version"]
     onnx.checker.check_model(onnx_model, full_check=True)
     data = onnx_model.SerializeToString()
-    write_bytes_atomic(path, data)
+    write_bytes_atomic(path, data, owned=is_sa_deploy_onnx)
     return OnnxExport(Path(path), config["model"], lowering, size, len(onnx_model.graph.node), len(data), note,
                       config)
 

@@ -77,11 +77,12 @@ def embedded_models() -> list[str]:
 
 
 def create_model(name: str, checkpoint: str | Path | None = None, num_classes: int | None = None,
-                 pretrained: bool = False, **kwargs: Any) -> nn.Module:
+                 pretrained: bool = False, allow_nonfinite: bool = False, **kwargs: Any) -> nn.Module:
     """Build a registered model in eval mode, optionally loading weights (strict, weights_only).
 
     The returned module carries ``model.deploy_config`` (a DeployConfig: name, preprocessing, checkpoint and its
-    hash) and ``model.preprocess`` (its PreprocessConfig)."""
+    hash) and ``model.preprocess`` (its PreprocessConfig). A checkpoint with NaN/Inf weights is refused unless
+    ``allow_nonfinite``."""
     spec = get_spec(name)
     if pretrained and checkpoint is not None:
         raise SADeployError("pass either pretrained=True or a checkpoint, not both")
@@ -92,7 +93,7 @@ def create_model(name: str, checkpoint: str | Path | None = None, num_classes: i
     preprocess = spec.preprocess
     meta: dict[str, Any] = {}
     if checkpoint is not None:
-        state, meta = read_checkpoint(checkpoint)
+        state, meta = read_checkpoint(checkpoint, allow_nonfinite=allow_nonfinite)
         load_into(model, state, source=Path(checkpoint).name)
         if meta.get("class_names") and isinstance(meta["class_names"], str):
             names = tuple(meta["class_names"].split(","))

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sa_deploy.util.atomic import write_bytes_atomic
+from sa_deploy.report.render import owned_report_file
+from sa_deploy.util.atomic import check_writable, write_bytes_atomic
 
 if TYPE_CHECKING:
     from sa_deploy.bench.timing import BenchRow
@@ -100,11 +101,14 @@ def plot(rows: list["BenchRow"], path: str | Path) -> Path:
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    import io
+
+    from sa_deploy.report.plots import png_metadata
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata=png_metadata())
     plt.close(fig)
-    return out
+    return write_bytes_atomic(path, buf.getvalue(), owned=owned_report_file)
 
 
 def write_report(rows: list["BenchRow"], path: str | Path, command: str, machine: dict[str, str],
@@ -137,7 +141,16 @@ def write_report(rows: list["BenchRow"], path: str | Path, command: str, machine
         parts += [extra, ""]
     if targets:  # last, next to the numbers they come from
         parts += ["Targets (from this run):", ""] + [f"- {t}" for t in targets] + [""]
-    return write_bytes_atomic(path, "\n".join(parts).encode())
+    return write_bytes_atomic(path, "\n".join(parts).encode(), owned=owned_report_file)
+
+
+BENCH_FILES = ("latency.png", "RESULTS.md", "results.json")
+
+
+def check_benchmark_outputs(out_dir: str | Path) -> None:
+    """The files write_benchmark writes may be written (none is a folder or a file sa-deploy did not write)."""
+    for name in BENCH_FILES:
+        check_writable(Path(out_dir) / name, owned_report_file)
 
 
 def write_benchmark(rows: list["BenchRow"], out_dir: str | Path, command: str, machine: dict[str, str],
@@ -145,9 +158,13 @@ def write_benchmark(rows: list["BenchRow"], out_dir: str | Path, command: str, m
     """latency.png, RESULTS.md and results.json into ``out_dir``; returns RESULTS.md."""
     import json
 
+    from sa_deploy import __version__
+
     out = Path(out_dir)
+    check_benchmark_outputs(out)  # all three or none
     chart = plot(rows, out / "latency.png")
     report = write_report(rows, out / "RESULTS.md", command, machine, notes, chart.name, extra, targets)
-    write_bytes_atomic(out / "results.json", json.dumps({"machine": machine, "command": command,
-                                                        "rows": [r.to_dict() for r in rows]}, indent=1).encode())
+    write_bytes_atomic(out / "results.json", json.dumps({"sa_deploy_version": __version__, "machine": machine,
+                                                        "command": command, "rows": [r.to_dict() for r in rows]},
+                                                       indent=1).encode(), owned=owned_report_file)
     return report

@@ -12,10 +12,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 _STATUS_COLOR = {"ok": "#2b7bba", "failed": "#d62728", "over budget": "#ff7f0e"}
 
 
+def png_metadata() -> dict[str, str]:
+    """PNG text chunks of every chart: ``Software`` is the signature by which a later write recognises the file."""
+    from sa_deploy import __version__
+
+    return {"Software": f"sa-deploy {__version__} (matplotlib {matplotlib.__version__})"}
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, metadata=png_metadata())
     plt.close(fig)
     return buf.getvalue()
 
@@ -71,6 +78,9 @@ def sensitivity_chart(layers: list[dict[str, Any]], top: int = 25) -> bytes | No
     ax.set_title(f"INT8 per-layer sensitivity ({len(rows)} worst of {len(layers)})")
     ax.tick_params(axis="y", labelsize=7)
     return _png(fig)
+
+
+CHART_NAMES = ("accuracy", "latency", "size", "sensitivity")
 
 
 def all_charts(report: dict) -> dict[str, bytes]:

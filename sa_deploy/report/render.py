@@ -4,12 +4,41 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from pathlib import Path
 
 from sa_deploy.report.plots import all_charts
-from sa_deploy.util.atomic import write_bytes_atomic
+from sa_deploy.util.atomic import head_bytes, png_software, write_bytes_atomic
 
 COLUMNS = ("format", "precision", "size MB", "top-1", "drop", "parity", "latency ms", "status")
+
+
+_JSON_SIGNATURE = re.compile(rb'\A\{\s*"sa_deploy_version"')
+_TEXT_SIGNATURES = {".md": (b"# sa-deploy ",), ".html": (b'<!doctype html><html><head><meta charset="utf-8"><title>'
+                                                       b"sa-deploy ",)}
+
+
+def owned_report_file(path: Path) -> bool:
+    """Whether an existing report file is one sa-deploy wrote (and may overwrite), by its signature: a JSON object
+    whose first key is ``sa_deploy_version``, Markdown / HTML starting with sa-deploy's title, a PNG whose
+    ``Software`` chunk names sa-deploy. Charts (and bench results.json) written before they carried one count when
+    they are matplotlib PNGs / bench JSON beside an sa-deploy report.md or RESULTS.md."""
+    path = Path(path)
+    head = head_bytes(path)
+    if path.suffix == ".json":
+        if _JSON_SIGNATURE.match(head):
+            return True
+        return head.startswith(b'{\n "machine"') and _sibling_report(path)
+    if path.suffix in _TEXT_SIGNATURES:
+        return head.startswith(_TEXT_SIGNATURES[path.suffix])
+    if path.suffix == ".png":
+        software = png_software(path) or ""
+        return software.startswith("sa-deploy") or (software.startswith("Matplotlib") and _sibling_report(path))
+    return False
+
+
+def _sibling_report(path: Path) -> bool:
+    return any(head_bytes(path.with_name(n)).startswith(b"# sa-deploy ") for n in ("report.md", "RESULTS.md"))
 
 
 def _fmt(v, spec: str) -> str:
@@ -97,16 +126,29 @@ def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
     charts = all_charts(report)
     chart_files = {}
     for name, png in charts.items():
-        write_bytes_atomic(out / f"chart_{name}.png", png)
+        write_bytes_atomic(out / f"chart_{name}.png", png, owned=owned_report_file)
         chart_files[name] = f"chart_{name}.png"
     paths = {"json": out / "report.json", "md": out / "report.md", "html": out / "report.html"}
     write_json(paths["json"], report)
     md_text = markdown(report, chart_files)
-    write_bytes_atomic(paths["md"], md_text.encode())
-    write_bytes_atomic(paths["html"], html_page(report, charts, md_text).encode())
+    write_bytes_atomic(paths["md"], md_text.encode(), owned=owned_report_file)
+    write_bytes_atomic(paths["html"], html_page(report, charts, md_text).encode(), owned=owned_report_file)
     return paths
 
 
+def report_paths(out_dir: str | Path) -> list[Path]:
+    """Every file write_report may write into ``out_dir`` (for checks before a run starts)."""
+    from sa_deploy.report.plots import CHART_NAMES
+
+    out = Path(out_dir)
+    return [out / "report.json", out / "report.md", out / "report.html"] + [out / f"chart_{n}.png"
+                                                                           for n in CHART_NAMES]
+
+
 def write_json(path: str | Path, payload: dict) -> Path:
-    """A machine-readable report (validation, quantization...) written atomically."""
-    return write_bytes_atomic(path, json.dumps(payload, indent=2, default=str).encode())
+    """A machine-readable report (validation, quantization...) written atomically; its first key,
+    ``sa_deploy_version``, is the signature that lets a later write replace it."""
+    from sa_deploy import __version__
+
+    stamped = {"sa_deploy_version": __version__, **payload}
+    return write_bytes_atomic(path, json.dumps(stamped, indent=2, default=str).encode(), owned=owned_report_file)

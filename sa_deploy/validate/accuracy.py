@@ -43,7 +43,8 @@ class AccuracyResult:
     drop: float | None = None  # top-1 points below the reference (negative: better)
     max_drop: float | None = None
     parity: ParityStats | None = None
-    passed: bool = True
+    passed: bool = True  # within the accuracy budget and, against a reference, inside the parity tolerance
+    within_budget: bool = True
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,12 +76,23 @@ class ValidationReport:
         return out
 
     def raise_if_failed(self) -> None:
+        """BudgetExceededError (exit 3) when an artifact is over its accuracy budget or outside its precision's
+        parity tolerance against PyTorch (NaN/Inf outputs included)."""
         bad = [r for r in self.gating if not r.passed]
-        if bad:
-            worst = max(bad, key=lambda r: r.drop or 0.0)
-            raise BudgetExceededError(
-                f"{len(bad)} artifact(s) over the accuracy budget, e.g. {worst.name}: top-1 drop "
-                f"{worst.drop:.2f} points > allowed {worst.max_drop:g}")
+        if not bad:
+            return
+        over = [r for r in bad if not r.within_budget]
+        off = [r for r in bad if r.parity is not None and not r.parity.passed]
+        parts = []
+        if over:
+            worst = max(over, key=lambda r: r.drop if r.drop is not None and np.isfinite(r.drop) else 0.0)
+            parts.append(f"{len(over)} artifact(s) over the accuracy budget, e.g. {worst.name}: top-1 drop "
+                         f"{worst.drop:.2f} points > allowed {worst.max_drop:g}")
+        if off:
+            r = off[0]
+            parts.append(f"{len(off)} artifact(s) outside the parity tolerance vs PyTorch, e.g. {r.name} "
+                         f"({r.precision}): {r.parity.reason()}")
+        raise BudgetExceededError("; ".join(parts))
 
 
 def predict(runner: Runner, source: LabeledSource, batch_size: int = 64, desc: str = "",
@@ -123,8 +135,10 @@ def score(name: str, precision: str, pred: Predictions, reference: Predictions |
         res.drop = (top1_ref if top1_ref is not None else topk_accuracy(reference.logits, reference.labels, 1)) \
             - res.top1
         res.max_drop = DEFAULT_MAX_DROP.get(precision, 1.0) if max_drop is None else max_drop
-        # the budget gates accuracy; parity stats are reported (int8 logits differ by design)
-        res.passed = bool(res.drop <= res.max_drop + 1e-9)
+        # both gate: the accuracy budget, and parity within the precision's tolerance (validate.parity.TOLERANCES:
+        # int8 logits differ by design, so its tolerance is on cosine and top-1 agreement, not on values)
+        res.within_budget = bool(res.drop <= res.max_drop + 1e-9)
+        res.passed = res.within_budget and res.parity.passed
     return res
 
 
@@ -160,5 +174,8 @@ def validate_artifacts(reference: Runner, artifacts: Iterable[str | Path], sourc
         path = Path(art)
         with open_runner(path, threads) as runner:
             pred = predict(runner, source, batch_size, path.name, progress)
+        if pred.logits.shape[1:] != ref_pred.logits.shape[1:]:
+            raise SADeployError(f"{path.name} gives outputs of shape {pred.logits.shape[1:]}, PyTorch "
+                                f"{ref_pred.logits.shape[1:]} (an artifact of another model?)")
         results.append(score(path.name, artifact_precision(path), pred, ref_pred, ref.top1, max_drop))
     return ValidationReport(ref, results)

@@ -156,12 +156,23 @@ def export_coreml(model: nn.Module, path: str | Path, lowering: str = "fold", pr
     config = deploy_config(deploy.name, preprocess, lowering, precision, deploy.checkpoint_sha256, extra)
     mlmodel.user_defined_metadata.update({PREFIX + k: v for k, v in sorted(config.items())})
     mlmodel.short_description = f"{config['model']} ({lowering} lowering, {precision}) by sa-deploy"
-    with atomic_path(path) as tmp:
+    with atomic_path(path, owned=is_sa_deploy_mlpackage) as tmp:
         mlmodel.save(str(tmp))
     seconds = time.perf_counter() - start
     size_bytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return CoreMLExport(path, config["model"], lowering, precision, size, target_name, image_input, classifier,
                         size_bytes, seconds, op_histogram(mlmodel.get_spec()), config)
+
+
+def is_sa_deploy_mlpackage(path: Path) -> bool:
+    """Whether an existing .mlpackage folder is one sa-deploy wrote (and may replace): its model spec carries the
+    ``sa_deploy.*`` deploy config in its user metadata."""
+    if path.suffix != ".mlpackage" or not path.is_dir():
+        return False
+    try:
+        return bool(read_coreml_metadata(path))
+    except Exception:  # noqa: BLE001 - anything unreadable is not ours
+        return False
 
 
 def read_coreml_metadata(path: str | Path) -> dict[str, str]:

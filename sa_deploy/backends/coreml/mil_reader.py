@@ -5,6 +5,8 @@ Values are decoded to numpy here (immediate tensors from the protobuf, blob valu
 from __future__ import annotations
 
 import json
+import stat
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +32,25 @@ _BLOB_READ = {"FLOAT32": "read_float_data", "FLOAT16": "read_fp16_data", "INT8":
               "UINT3": "read_uint3_data", "UINT6": "read_uint6_data"}
 
 
+BLOB_SENTINEL = 0xDEADBEEF  # every blob's metadata record in weight.bin starts with it
+_BLOB_RECORD = 64  # bytes: sentinel u32, mil dtype u32, size u64, data offset u64, reserved
+MAX_SPEC_BYTES = 1 << 31  # protobuf's own limit
+MAX_MANIFEST_BYTES = 1 << 20
+
+
+class MLPackageError(SADeployError):
+    """An .mlpackage that is damaged or not one: named with what is wrong."""
+
+
 def _proto():
     return require("coremltools.proto", "coreml", "reading an .mlpackage")
 
 
 def dtype_name(code: int) -> str:
-    return _proto().MIL_pb2.DataType.Name(code)
+    try:
+        return _proto().MIL_pb2.DataType.Name(code)
+    except ValueError:
+        raise MLPackageError(f"unknown MIL data type code {code} (a damaged model spec?)") from None
 
 
 def numpy_dtype(code: int) -> Any:
@@ -76,21 +91,74 @@ class MLPackage:
         return dict(self.spec.description.metadata.userDefined)
 
 
+def _regular_file(path: Path, what: str, limit: int) -> Path:
+    """``path`` if it is a regular file of at most ``limit`` bytes (never opens a FIFO, device or folder)."""
+    try:
+        st = path.stat()
+    except OSError:
+        raise MLPackageError(f"{what} is missing ({path.name})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise MLPackageError(f"{what} ({path.name}) is not a regular file")
+    if st.st_size > limit:
+        raise MLPackageError(f"{what} ({path.name}) is {st.st_size} bytes, more than an .mlpackage holds")
+    return path
+
+
+def _inside(root: Path, relative: object, what: str) -> Path:
+    """``root / relative`` when ``relative`` is a relative path that stays inside ``root`` (no '..', no links out)."""
+    if not isinstance(relative, str) or not relative or Path(relative).is_absolute() or ".." in Path(relative).parts:
+        raise MLPackageError(f"{what} has path {relative!r}; expected a path inside the package")
+    target = (root / relative).resolve()
+    if root.resolve() not in target.parents:
+        raise MLPackageError(f"{what} ({relative}) points outside the package")
+    return target
+
+
 def read_mlpackage(path: str | Path) -> MLPackage:
-    """The model spec of an .mlpackage, found through its Manifest (rootModelIdentifier)."""
+    """The model spec of an .mlpackage, found through its Manifest (rootModelIdentifier), checked where it enters:
+    a folder with a Manifest.json mapping the root model to a regular file inside the package, holding an ML
+    program with a ``main`` function. Any damage is one MLPackageError naming the package and the part."""
     proto = _proto()
     root = Path(path)
-    manifest_file = root / "Manifest.json"
-    if not manifest_file.is_file():
-        raise SADeployError(f"{root} is not an .mlpackage (no Manifest.json)")
-    manifest = json.loads(manifest_file.read_text())
-    entry = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]
-    spec_file = root / "Data" / entry["path"]
+    name = root.name
+    if not root.is_dir():
+        raise MLPackageError(f"{root} is not an .mlpackage: " + ("a file, not a folder" if root.exists()
+                                                                  else "not found"))
+    manifest_file = _regular_file(root / "Manifest.json", f"{name}: Manifest.json", MAX_MANIFEST_BYTES)
+    try:
+        manifest = json.loads(manifest_file.read_bytes())
+        entry = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]
+        spec_path = entry["path"]
+    except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError / UnicodeDecodeError are ValueErrors
+        raise MLPackageError(f"{name}: Manifest.json is damaged ({type(exc).__name__}: {str(exc)[:80]}); "
+                             "re-export the package") from None
+    spec_file = _regular_file(_inside(root / "Data", spec_path, f"{name}: the root model"),
+                              f"{name}: the model spec", MAX_SPEC_BYTES)
     spec = proto.Model_pb2.Model()
-    spec.ParseFromString(spec_file.read_bytes())
+    try:
+        spec.ParseFromString(spec_file.read_bytes())
+    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError and friends on damaged bytes
+        raise MLPackageError(f"{name}: the model spec is damaged ({type(exc).__name__})") from None
     if spec.WhichOneof("Type") != "mlProgram":
-        raise SADeployError(f"{root.name} is not an ML program (type {spec.WhichOneof('Type')})")
+        raise MLPackageError(f"{name} is not an ML program (type {spec.WhichOneof('Type')})")
+    functions = spec.mlProgram.functions
+    if "main" not in functions or functions["main"].opset not in functions["main"].block_specializations:
+        raise MLPackageError(f"{name}: the ML program has no 'main' function with a block for its opset")
+    if not spec.description.input or not spec.description.output:
+        raise MLPackageError(f"{name}: the model declares no input or no output")
     return MLPackage(root, spec, spec_file.parent / "weights")
+
+
+def check_mlpackage(path: str | Path) -> MLPackage:
+    """read_mlpackage, then every constant of ``main`` decoded (each weight blob checked in weight.bin first), so a
+    damaged package fails here, with its name, before any data is read."""
+    package = read_mlpackage(path)
+    fn = package.spec.mlProgram.functions["main"]
+    decoder = ValueDecoder(package.weights_dir)
+    for op in fn.block_specializations[fn.opset].operations:
+        if op.type == "const" and "val" in op.attributes:
+            decoder.decode(op.attributes["val"])
+    return package
 
 
 class ValueDecoder:
@@ -98,14 +166,41 @@ class ValueDecoder:
 
     def __init__(self, weights_dir: Path) -> None:
         self.weights_dir = weights_dir
+        # <name>.mlpackage/Data/com.apple.CoreML/weights: errors name the package
+        self.package_name = next((p.name for p in weights_dir.parents if p.suffix == ".mlpackage"), "")
         self._readers: dict[str, Any] = {}
+
+    def _blob_file(self, file_name: str) -> Path:
+        # "@model_path/weights/weight.bin" -> <package>/Data/com.apple.CoreML/weights/weight.bin
+        path = self.weights_dir / file_name.split("/")[-1]
+        return _regular_file(path, f"{self.package_name}: weight file {path.name}", 1 << 40)
 
     def _blob(self, file_name: str) -> Any:
         if file_name not in self._readers:
             storage = require("coremltools.libmilstoragepython", "coreml", "reading weight.bin")
-            # "@model_path/weights/weight.bin" -> <package>/Data/com.apple.CoreML/weights/weight.bin
-            self._readers[file_name] = storage._BlobStorageReader(str(self.weights_dir / file_name.split("/")[-1]))
+            try:
+                self._readers[file_name] = storage._BlobStorageReader(str(self._blob_file(file_name)))
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise MLPackageError(f"{self.package_name}: cannot open weight file {file_name}: {str(exc)[:120]}") \
+                    from None
         return self._readers[file_name]
+
+    def check_blob(self, file_name: str, offset: int, nbytes: int) -> None:
+        """The blob record at ``offset`` of a weight file is intact and its data (``nbytes`` at least) lies inside
+        the file; checked in Python before coremltools' reader maps it."""
+        path = self._blob_file(file_name)
+        size = path.stat().st_size
+        where = f"{self.package_name}: weight file {path.name}"
+        if offset < 0 or offset + _BLOB_RECORD > size:
+            raise MLPackageError(f"{where}: blob offset {offset} is outside the file ({size} bytes; truncated?)")
+        with open(path, "rb") as f:
+            f.seek(offset)
+            sentinel, _, length, data_offset = struct.unpack("<IIQQ", f.read(24))
+        if sentinel != BLOB_SENTINEL:
+            raise MLPackageError(f"{where}: no blob record at offset {offset} (damaged file)")
+        if length < nbytes or data_offset + length > size:
+            raise MLPackageError(f"{where}: the blob at offset {offset} needs bytes {data_offset}.."
+                                 f"{data_offset + max(length, nbytes)} of {size} (truncated?)")
 
     def decode(self, value) -> Any:
         kind = value.type.WhichOneof("type")
@@ -117,15 +212,25 @@ class ValueDecoder:
         name = dtype_name(code)
         shape = tensor_shape(value.type)
         count = int(np.prod(shape)) if shape else 1
-        if value.WhichOneof("value") == "blobFileValue":
-            if name not in _BLOB_READ:
-                raise SADeployError(f"blob values of type {name} are not supported by the reference executor")
-            raw = getattr(self._blob(value.blobFileValue.fileName), _BLOB_READ[name])(value.blobFileValue.offset)
-            arr = np.asarray(raw)
-            if name == "FLOAT16":  # the reader hands fp16 back as raw uint16 bits
-                arr = arr.view(np.float16)
-            return arr[:count].astype(numpy_dtype(code), copy=False).reshape(shape)
-        return self._immediate(value.immediateValue.tensor, name, shape, count)
+        try:
+            if value.WhichOneof("value") == "blobFileValue":
+                if name not in _BLOB_READ:
+                    raise SADeployError(f"blob values of type {name} are not supported by the reference executor")
+                blob = value.blobFileValue
+                self.check_blob(blob.fileName, blob.offset, (count * _DTYPES[name][1] + 7) // 8)
+                try:
+                    raw = getattr(self._blob(blob.fileName), _BLOB_READ[name])(blob.offset)
+                except (RuntimeError, ValueError) as exc:
+                    raise MLPackageError(f"{self.package_name}: cannot read the blob at offset {blob.offset} of "
+                                         f"{blob.fileName}: {str(exc)[:120]}") from None
+                arr = np.asarray(raw)
+                if name == "FLOAT16":  # the reader hands fp16 back as raw uint16 bits
+                    arr = arr.view(np.float16)
+                return arr[:count].astype(numpy_dtype(code), copy=False).reshape(shape)
+            return self._immediate(value.immediateValue.tensor, name, shape, count)
+        except (ValueError, TypeError, IndexError) as exc:  # sizes in the spec that the data does not have
+            raise MLPackageError(f"{self.package_name}: a {name} value of shape {shape} does not match its stored data "
+                                 f"({str(exc)[:100]}; a damaged package?)") from None
 
     def _immediate(self, tensor, name: str, shape: tuple[int, ...], count: int) -> np.ndarray | str:
         which = tensor.WhichOneof("value")

@@ -43,7 +43,11 @@ class CoreMLRunner(Runner):
         self.probs_name = desc.predictedProbabilitiesName or None
         self.output_name = self.probs_name or desc.output[0].name
         raw = package.metadata.get("sa_deploy.preprocess")
-        self.preprocess = PreprocessConfig.from_dict(json.loads(raw)) if raw else None
+        try:
+            self.preprocess = PreprocessConfig.from_dict(json.loads(raw)) if raw else None
+        except ValueError as exc:  # JSONDecodeError too
+            raise SADeployError(f"{self.path.name} has damaged sa_deploy.preprocess metadata ({exc}); re-export "
+                                "it") from None
         if (self.image_input or self.probs_name) and self.preprocess is None:
             raise SADeployError(f"{self.path.name} has an image input or classifier output but no sa_deploy "
                                 "preprocess metadata (mean/std, class names)")

@@ -19,6 +19,7 @@ from sa_deploy.backends.openvino.device import import_openvino
 from sa_deploy.errors import SADeployError
 from sa_deploy.exporters.inspect import load_onnx
 from sa_deploy.exporters.metadata import read_onnx_metadata
+from sa_deploy.util.atomic import check_writable
 from sa_deploy.util.hashing import file_sha256
 
 RT_INFO_KEY = "sa_deploy"
@@ -54,6 +55,7 @@ def convert_onnx(onnx_path: str | Path, out: str | Path, fp16_weights: bool = Fa
         raise SADeployError(f"an OpenVINO IR is written as NAME.xml (+ NAME.bin), got {out.name}")
     meta = read_onnx_metadata(load_onnx(onnx_path))
     precision = ir_precision(meta.get("precision", "fp32"), fp16_weights)
+    check_ir_output(out)  # before the conversion, not after it
     start = time.perf_counter()
     try:
         model = ov.convert_model(str(onnx_path))
@@ -70,7 +72,23 @@ def convert_onnx(onnx_path: str | Path, out: str | Path, fp16_weights: bool = Fa
                           config)
 
 
+def owned_ir_file(path: Path) -> bool:
+    """An .xml / .bin that sa-deploy wrote: the IR (the .xml beside a .bin) carries sa_deploy rt_info."""
+    xml = path.with_suffix(".xml")
+    try:
+        return xml.is_file() and b'<sa_deploy>' in xml.read_bytes()[-65536:]
+    except OSError:
+        return False
+
+
+def check_ir_output(out: Path) -> None:
+    """Both files of the IR may be written (neither is a folder or a file sa-deploy did not write)."""
+    for path in (out, out.with_suffix(".bin")):
+        check_writable(path, owned_ir_file)
+
+
 def _save_atomic(ov, model, out: Path, compress_to_fp16: bool) -> None:
+    check_ir_output(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

@@ -7,6 +7,16 @@ from pathlib import Path
 import numpy as np
 
 from sa_deploy.backends.base import Runner
+from sa_deploy.errors import SADeployError
+
+
+def _from_onnxruntime(exc: BaseException) -> bool:
+    """onnxruntime's own errors (Fail, InvalidGraph, InvalidArgument...): the file or the input, not our code."""
+    return type(exc).__module__.startswith("onnxruntime")
+
+
+def _line(exc: BaseException) -> str:
+    return next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)[:200]
 
 
 class OnnxRuntimeRunner(Runner):
@@ -32,11 +42,25 @@ class OnnxRuntimeRunner(Runner):
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}[self.optimization]
-        self.session = ort.InferenceSession(str(self.path), opts, providers=self.providers)
-        self.input_name = self.session.get_inputs()[0].name
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=self.providers)
+        except Exception as exc:
+            if not _from_onnxruntime(exc):
+                raise
+            raise SADeployError(f"onnxruntime cannot load {self.path.name}: {_line(exc)}") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise SADeployError(f"{self.path.name} has {len(inputs)} inputs; sa-deploy feeds one image input")
+        self.input_name = inputs[0].name
 
     def _deactivate(self) -> None:
         self.session = None
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x})[0]
+        try:
+            return self.session.run(None, {self.input_name: x})[0]
+        except Exception as exc:
+            if not _from_onnxruntime(exc):
+                raise
+            raise SADeployError(f"onnxruntime failed running {self.path.name} on inputs of shape {x.shape}: "
+                                f"{_line(exc)}") from None

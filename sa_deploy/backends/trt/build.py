@@ -17,11 +17,12 @@ from sa_deploy.backends.lint_report import LintReport
 from sa_deploy.backends.trt.calibrator import LEGACY_CALIBRATORS, make_calibrator
 from sa_deploy.backends.trt.env import cuda_gpu, import_tensorrt, trt_major
 from sa_deploy.backends.trt.lint import graph_precision, lint_model
-from sa_deploy.backends.trt.sidecar import Profile, Sidecar, make_sidecar, write_sidecar
+from sa_deploy.backends.trt.sidecar import Profile, Sidecar, make_sidecar, owned_engine, owned_sidecar, write_sidecar
+from sa_deploy.backends.trt.sidecar import sidecar_path as sidecar_file
 from sa_deploy.errors import SADeployError
 from sa_deploy.exporters.inspect import load_onnx
 from sa_deploy.exporters.metadata import preprocess_from_metadata, read_onnx_metadata
-from sa_deploy.util.atomic import write_bytes_atomic
+from sa_deploy.util.atomic import any_regular_file, check_writable, write_bytes_atomic
 from sa_deploy.util.hashing import bytes_sha256
 
 PRECISIONS = ("fp16", "int8")
@@ -119,8 +120,12 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, precision
         raise SADeployError(f"--workspace-mb must be positive, got {workspace_mb}")
     if (calib is None) != (legacy_calibrator is None):
         raise SADeployError("--calib and --legacy-calibrator go together (explicit Q/DQ needs neither)")
-    data = onnx_path.read_bytes() if onnx_path.is_file() else b""
+    check_writable(out, owned_engine)
+    check_writable(sidecar_file(out), owned_sidecar)
+    if timing_cache is not None:
+        check_writable(timing_cache, any_regular_file)
     model = load_onnx(onnx_path)
+    data = onnx_path.read_bytes()
     report = None
     if lint:
         report = lint_model(model, str(onnx_path), max_batch)
@@ -191,12 +196,14 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, precision
     if calibrator is not None:
         options["calib_batches"] = calibrator.batches_used
     if cache_path:
-        write_bytes_atomic(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
+        # the user named this file to be read and updated
+        write_bytes_atomic(cache_path, bytes(memoryview(config.get_timing_cache().serialize())),
+                           owned=any_regular_file)
 
     sidecar = make_sidecar(deploy_config=meta, trt_version=trt.__version__, gpu=gpu.to_dict(), precision=precision,
                            typing=plan.mode, profile=profile, onnx_sha256=bytes_sha256(data),
                            onnx_path=str(onnx_path), engine_sha256=bytes_sha256(engine_bytes),
                            build_seconds=seconds, options=options)
-    write_bytes_atomic(out, engine_bytes)
+    write_bytes_atomic(out, engine_bytes, owned=owned_engine)
     side = write_sidecar(out, sidecar)
     return EngineBuild(out, side, sidecar, report, len(engine_bytes))

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from sa_deploy.util.atomic import write_bytes_atomic
+from sa_deploy.util.atomic import any_regular_file, write_bytes_atomic
 
 LEGACY_CALIBRATORS = ("entropy", "minmax")
 
@@ -44,6 +44,7 @@ def make_calibrator(trt: ModuleType, kind: str, source: Any, batch_size: int, ca
             return cache.read_bytes() if cache.is_file() else None
 
         def write_calibration_cache(self, data: Any) -> None:
-            write_bytes_atomic(cache, bytes(memoryview(data)))
+            # named <engine>.<calibrator>.<data fingerprint>.calib: read above, then updated
+            write_bytes_atomic(cache, bytes(memoryview(data)), owned=any_regular_file)
 
     return SourceCalibrator()

@@ -294,7 +294,7 @@ def _check_qdq(g: _Graph, checked: dict[str, int], out: list[Finding]) -> None:
     if checked["qdq_nodes"]:
         checked["adds_with_qdq_inputs"] = 0
         # nodes the quantizer deliberately kept float (e.g. the SA gate) are not missed fusions
-        kept_float = set(json.loads(read_onnx_metadata(g.model).get("float_nodes", "[]")))
+        kept_float = _float_nodes(g.model)
         for n in g.nodes:
             if n.op_type != "Add" or n.name in kept_float or any(g.is_constant(t) for t in n.input):
                 continue
@@ -305,6 +305,15 @@ def _check_qdq(g: _Graph, checked: dict[str, int], out: list[Finding]) -> None:
                      "stays outside the INT8 Conv fusion", n, WARNING)
     for (rule, severity, msg), nodes in per_rule.items():
         out.append(Finding(rule, severity, msg, tuple(nodes)))
+
+
+def _float_nodes(model: onnx.ModelProto) -> set[str]:
+    """Nodes the quantizer kept float on purpose (metadata ``float_nodes``); damaged metadata counts as none."""
+    try:
+        names = json.loads(read_onnx_metadata(model).get("float_nodes", "[]"))
+    except ValueError:
+        return set()
+    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
 
 
 def lint_model(model: onnx.ModelProto, path: str = "<model>", max_batch: int | None = None) -> LintReport:
@@ -322,5 +331,6 @@ def lint_model(model: onnx.ModelProto, path: str = "<model>", max_batch: int | N
 
 
 def lint_onnx(path: str | Path, max_batch: int | None = None) -> LintReport:
-    """Check an ONNX file against TensorRT's rules and ours (see module doc); ``report.passed`` is False on errors."""
+    """Check an ONNX file against TensorRT's rules and ours (see module doc); ``report.passed`` is False on errors.
+    A file that is not a valid ONNX model (``exporters.inspect.load_onnx``) is an error, never a pass."""
     return lint_model(load_onnx(path), str(path), max_batch)

@@ -110,7 +110,24 @@ def make_sidecar(*, deploy_config: dict[str, str], trt_version: str, gpu: dict[s
 
 
 def write_sidecar(engine: str | Path, sidecar: Sidecar) -> Path:
-    return write_bytes_atomic(sidecar_path(engine), (json.dumps(sidecar.to_dict(), indent=2) + "\n").encode())
+    return write_bytes_atomic(sidecar_path(engine), (json.dumps(sidecar.to_dict(), indent=2) + "\n").encode(),
+                              owned=owned_sidecar)
+
+
+def owned_sidecar(path: Path) -> bool:
+    """Whether an existing file is a sidecar sa-deploy wrote: a JSON object with its engine hash and version."""
+    try:
+        if not path.is_file() or path.stat().st_size > 1 << 20:
+            return False
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "engine_sha256" in data and "sa_deploy_version" in data
+
+
+def owned_engine(path: Path) -> bool:
+    """An existing engine file is sa-deploy's when the sidecar beside it is (sa-deploy writes both)."""
+    return path.is_file() and owned_sidecar(sidecar_path(path))
 
 
 def read_sidecar(engine: str | Path) -> Sidecar:
