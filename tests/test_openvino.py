@@ -104,7 +104,7 @@ def test_without_openvino_stages_skip_and_runs_say_why(onnx_files, tmp_path, mon
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     stages = Stages(log=lambda _: None)
     artifacts: list = []
-    _openvino_stage(RunPlan(), artifacts, stages)
+    _openvino_stage(RunPlan(), artifacts, stages, calib=None)
     assert artifacts == [] and stages.records[0]["status"] == "skipped"
     assert "pip install 'sa-deploy[openvino]'" in stages.records[0]["reason"]
     with pytest.raises(SADeployError, match=r"cannot run .*openvino not installed"):

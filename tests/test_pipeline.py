@@ -53,6 +53,11 @@ def test_report_files_and_structure(tiny_run):
 
         assert {"openvino-fp32", "openvino-fp16", "openvino-int8"} <= set(names)
         assert ("openvino-bf16" in names) == cpu_has_bf16()
+        # per-target gate precision: OpenVINO's INT8 IR comes from a Q/DQ file with the SA gate float, and says so
+        from sa_deploy.backends.openvino.inspect import read_ir_metadata
+
+        ov_int8 = next(a for a in report["artifacts"] if a["name"] == "openvino-int8")
+        assert "SA gate float" in ov_int8["variant"] and read_ir_metadata(ov_int8["path"])["sa_gate"] == "float"
     stage_status = {s["name"]: s["status"] for s in report["stages"]}
     assert any(n.startswith("TensorRT engines") and st == "skipped" for n, st in stage_status.items())
     for a in report["artifacts"]:

@@ -188,7 +188,8 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, source: BatchSour
                                   "calibration_method": method, "calibration_count": str(len(source)),
                                   "calibration_fingerprint": fingerprint,
                                   "source_onnx_sha256": key.model_sha256,
-                                  "float_nodes": json.dumps(excluded)})
+                                  "float_nodes": json.dumps(excluded),
+                                  "sa_gate": "float" if keep_sa_gate_float else "int8"})
             onnx.save(q, str(tmp_out))
     return QuantizeResult(out_path, method, flavour, len(source), cache_hit, excluded,
                           time.perf_counter() - t0, fingerprint, ranges if cache_dir is not None else None,
