@@ -307,15 +307,10 @@ def _apply_budget(plan: RunPlan, artifacts: list[Artifact]) -> bool:
 
 
 def _coreml_stage(plan: RunPlan, model, calib, out: Path, stages: Stages, artifacts: list[Artifact]) -> None:
-    if not plan.coreml:
-        stages.skip("CoreML mlprogram", "disabled in the plan")
+    if _skipped(stages, "CoreML mlprogram", plan.coreml, "coreml"):
         return
     # off macOS coremltools logs that it cannot load its runtime; expected (the runner column says what ran)
     logging.getLogger("coremltools").setLevel(logging.ERROR)
-    reason = unavailable_reason("coreml")
-    if reason:
-        stages.skip("CoreML mlprogram", reason)
-        return
     for precision in plan.coreml_precisions:
         art = Artifact(f"coreml-{precision}", "coreml", precision, None, "fold", precision)
         with stages.stage(f"CoreML mlprogram ({precision})") as rec:
@@ -323,6 +318,14 @@ def _coreml_stage(plan: RunPlan, model, calib, out: Path, stages: Stages, artifa
                                     calib=calib if precision == "w8a8" else None)
             art.path = Path(res.export.path)
         artifacts.append(_mark(art, rec))
+
+
+def _skipped(stages: Stages, name: str, enabled: bool, backend: str) -> bool:
+    """Records stage ``name`` as skipped (disabled in the plan, or the backend is not usable here, with why)."""
+    reason = "disabled in the plan" if not enabled else unavailable_reason(backend)
+    if reason:
+        stages.skip(name, reason)
+    return bool(reason)
 
 
 def _openvino_int8_source(fp32: Path, plan: RunPlan) -> Path:
@@ -339,12 +342,7 @@ def _openvino_stage(plan: RunPlan, artifacts: list[Artifact], stages: Stages, ca
     u8 Subgraphs as long as all the INT8 convs); SA-ResNet-50, one interleaved run: OpenVINO INT8 0.35x / 0.39x of
     onnxruntime FP32 fold with a float gate vs 0.43x / 0.44x quantized (benchmarks/openvino_r50/RESULTS.md). The
     Q/DQ file records its gate precision in its metadata (``sa_deploy.sa_gate``), and the IR inherits it."""
-    if not plan.openvino:
-        stages.skip("OpenVINO IR", "disabled in the plan")
-        return
-    reason = unavailable_reason("openvino")
-    if reason:
-        stages.skip("OpenVINO IR", reason)
+    if _skipped(stages, "OpenVINO IR", plan.openvino, "openvino"):
         return
     sources = {"fp32": next((a for a in artifacts if a.format == "onnx" and a.precision == "fp32"
                              and a.status == "ok"), None),
@@ -390,12 +388,7 @@ def _tensorrt_stage(plan: RunPlan, artifacts: list[Artifact], stages: Stages) ->
         failing = [n for n, ok in results.items() if not ok and "int8-cpu" not in n]
         rec["reason"] = (f"{sum(results.values())}/{len(results)} pass (the cpu INT8 flavour uses uint8 "
                          "activations, which TensorRT does not take)" + (f"; FAIL: {failing}" if failing else ""))
-    if not plan.tensorrt:
-        stages.skip("TensorRT engines", "disabled in the plan")
-        return
-    reason = unavailable_reason("tensorrt")
-    if reason:
-        stages.skip("TensorRT engines", reason)
+    if _skipped(stages, "TensorRT engines", plan.tensorrt, "tensorrt"):
         return
     for src_name, precision in (("onnx-fp16", "fp16"), ("onnx-int8-tensorrt", "int8")):
         src = next((a for a in onnx_arts if a.name == src_name), None)

@@ -37,16 +37,7 @@ def run(args: argparse.Namespace) -> int:
     per = info.sa_nodes_per_layer
     console.print(f"  SA layers: {info.sa_layers}" + (f" ({min(per.values())}-{max(per.values())} nodes each)"
                                                       if per else ""))
-    table = Table(title="op histogram")
-    table.add_column("op")
-    table.add_column("count", justify="right")
-    for op, n in info.op_histogram.items():
-        table.add_row(op, str(n))
-    console.print(table)
-    if info.metadata:
-        console.print("  deploy config: " + ", ".join(f"{k}={v}" for k, v in info.metadata.items()
-                                                      if k != "preprocess"))
-    return 0
+    return _print_ops_and_config(info)
 
 
 def _inspect_ir(args: argparse.Namespace) -> int:
@@ -62,6 +53,11 @@ def _inspect_ir(args: argparse.Namespace) -> int:
     for kind, items in (("input", info.inputs), ("output", info.outputs)):
         for it in items:
             console.print(f"  {kind} {it['name']}: {it['dtype']} {it['shape']}")
+    return _print_ops_and_config(info)
+
+
+def _print_ops_and_config(info) -> int:
+    """The op histogram and the deploy config (ONNX metadata or IR rt_info), for either kind of file."""
     table = Table(title="op histogram")
     table.add_column("op")
     table.add_column("count", justify="right")

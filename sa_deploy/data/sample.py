@@ -13,13 +13,12 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
 
-from sa_deploy.data.preprocess import normalize, resize_crop
-from sa_deploy.data.sources import DataSourceError, LabeledFile, sample_stratified
+from sa_deploy.data.preprocess import resize_crop
+from sa_deploy.data.sources import DataSourceError, DecodedImages, LabeledFile, sample_stratified
 from sa_deploy.models.preprocessing import PreprocessConfig
 
 SAMPLE_NAME = "cifar10_sample"
@@ -65,7 +64,7 @@ def split_size(split: str) -> int:
     return len(load_split(split)[1])
 
 
-class EmbeddedSource:
+class EmbeddedSource(DecodedImages):
     """One split of the embedded sample as a labeled source (the interface of data.sources.ImageSource):
     ``num`` picks a class-balanced subset with ``seed`` (sources.sample_stratified), all images by default."""
 
@@ -99,12 +98,6 @@ class EmbeddedSource:
             crops = [resize_crop(Image.fromarray(self._images[i]), self.cfg) for i in self._index]
             self._cache = (np.stack(crops), self._labels[self._index])
         return self._cache
-
-    def batches(self, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(N,3,H,W) float32 normalized inputs and labels; restartable."""
-        images, labels = self.load()
-        for i in range(0, len(images), batch_size):
-            yield normalize(images[i:i + batch_size], self.cfg), labels[i:i + batch_size]
 
     def fingerprint(self) -> str:
         """The exact data seen (sample contents, chosen images, preprocessing), for calibration caches."""

@@ -111,7 +111,22 @@ def _read(path: Path, cfg: PreprocessConfig) -> np.ndarray | None:
         return None  # PIL's decoders raise all of these on damaged files
 
 
-class ImageSource:
+class DecodedImages:
+    """Base of sources that decode images once (``load``: (N,H,W,3) uint8 + labels) and serve normalized batches."""
+
+    cfg: PreprocessConfig
+
+    def load(self, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def batches(self, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(N,3,H,W) float32 normalized inputs and labels; restartable."""
+        images, labels = self.load()
+        for i in range(0, len(images), batch_size):
+            yield normalize(images[i:i + batch_size], self.cfg), labels[i:i + batch_size]
+
+
+class ImageSource(DecodedImages):
     """Labeled (or flat) image folder, preprocessed with the model's own config.
 
     Unreadable files are skipped and counted (``skipped``) with one warning; if none is readable it is an error.
@@ -163,12 +178,6 @@ class ImageSource:
                 raise DataSourceError(f"none of the {len(self.files)} image files in {self.root} could be read")
             self._cache = (np.stack(images), np.asarray(labels, dtype=np.int64))
         return self._cache
-
-    def batches(self, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(N,3,H,W) float32 normalized inputs and labels; restartable."""
-        images, labels = self.load()
-        for i in range(0, len(images), batch_size):
-            yield normalize(images[i:i + batch_size], self.cfg), labels[i:i + batch_size]
 
     def fingerprint(self) -> str:
         """Identifies the exact data seen (file names, sizes, mtimes, preprocessing) for calibration caches."""
