@@ -11,6 +11,7 @@ import stat
 import warnings
 import zipfile
 import zlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -111,13 +112,14 @@ def _read(path: Path, cfg: PreprocessConfig) -> np.ndarray | None:
         return None  # PIL's decoders raise all of these on damaged files
 
 
-class DecodedImages:
+class DecodedImages(ABC):
     """Base of sources that decode images once (``load``: (N,H,W,3) uint8 + labels) and serve normalized batches."""
 
     cfg: PreprocessConfig
 
+    @abstractmethod
     def load(self, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        """All images as (N,H,W,3) uint8 after resize/center-crop, and their labels (N,) int64; cached."""
 
     def batches(self, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(N,3,H,W) float32 normalized inputs and labels; restartable."""

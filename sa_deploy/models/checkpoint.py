@@ -110,6 +110,7 @@ def _check_zip_crc(path: Path) -> None:
             return  # the legacy (pre-1.6) format, or not a checkpoint: torch.load says which
         with zipfile.ZipFile(path) as zf:
             bad = zf.testzip()
+    # zipfile raises NotImplementedError for a compression method it does not support: also "not readable as a zip"
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error, NotImplementedError):
         return  # unreadable as a zip: torch.load reports it
     if bad is not None:

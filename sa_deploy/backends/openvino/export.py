@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sa_deploy.backends.openvino.device import import_openvino
+from sa_deploy.backends.openvino.inspect import RT_INFO_KEY
 from sa_deploy.errors import SADeployError
 from sa_deploy.exporters.inspect import load_onnx
 from sa_deploy.exporters.metadata import read_onnx_metadata
 from sa_deploy.util.atomic import check_writable
 from sa_deploy.util.hashing import file_sha256
-
-RT_INFO_KEY = "sa_deploy"
 
 
 @dataclass
@@ -76,7 +75,7 @@ def owned_ir_file(path: Path) -> bool:
     """An .xml / .bin that sa-deploy wrote: the IR (the .xml beside a .bin) carries sa_deploy rt_info."""
     xml = path.with_suffix(".xml")
     try:
-        return xml.is_file() and b'<sa_deploy>' in xml.read_bytes()[-65536:]
+        return xml.is_file() and f"<{RT_INFO_KEY}>".encode() in xml.read_bytes()[-65536:]
     except OSError:
         return False
 
