@@ -20,6 +20,7 @@ from sa_deploy.exporters.metadata import is_sa_deploy_onnx
 from sa_deploy.exporters.onnx import OnnxExport, export_onnx, random_inputs
 from sa_deploy.models import create_model  # noqa: F401  (re-exported)
 from sa_deploy.models.deploy_config import deploy_config_of
+from sa_deploy.models.preprocessing import PreprocessConfig
 from sa_deploy.util.atomic import atomic_path, check_writable
 from sa_deploy.validate.parity import ParityStats, check_parity
 
@@ -74,18 +75,21 @@ def require_parity(stats: list[ParityStats], path: Path) -> None:
 
 
 def export(model: nn.Module, out_dir: str | Path, lowering: str = "fold", input_size: int | None = None,
-           simplify: bool = True, parity: bool = True, filename: str | None = None) -> ExportResult:
-    """Export ``model`` (from ``create_model``) to ``out_dir/<model>_<lowering>.onnx`` and check parity.
+           simplify: bool = True, parity: bool = True, filename: str | None = None,
+           preprocess: PreprocessConfig | None = None, name: str | None = None) -> ExportResult:
+    """Export ``model`` to ``out_dir/<name>_<lowering>.onnx`` and check parity. ``model``: from ``create_model``,
+    or any nn.Module with SA layers anywhere, given its ``preprocess`` (required when it carries none) and
+    optionally a ``name`` (default: its class name). ``result.export.sa_layers`` says what each SA layer became.
 
     With ``parity`` the file is checked against PyTorch before it is put in place: when it fails, ParityError
     (``.stats``) is raised and no file is left behind."""
-    name = deploy_config_of(model).name
-    path = Path(out_dir) / (filename or artifact_name(name, lowering, suffix=".onnx"))
+    deploy = deploy_config_of(model, preprocess, name)
+    path = Path(out_dir) / (filename or artifact_name(deploy.name, lowering, suffix=".onnx"))
     check_writable(path, is_sa_deploy_onnx)  # before the export's work, not after it
     if not parity:
-        return ExportResult(export_onnx(model, path, lowering, input_size, simplify))
+        return ExportResult(export_onnx(model, path, lowering, input_size, simplify, deploy))
     with atomic_path(path, owned=is_sa_deploy_onnx) as tmp:
-        exp = export_onnx(model, tmp, lowering, input_size, simplify)
+        exp = export_onnx(model, tmp, lowering, input_size, simplify, deploy)
         stats = onnx_parity(model, tmp, exp.input_size)
         require_parity(stats, path)
     exp.path = path
@@ -128,9 +132,10 @@ def _batches(calib: Any, preprocess, num: int | None) -> list | None:
 def export_coreml(model: nn.Module, out_dir: str | Path, precision: str = "fp32", lowering: str = "fold",
                   calib: "str | Path | object | None" = None, calib_num: int = 256, image_input: bool = False,
                   classifier: bool = False, deployment_target: str | None = None, input_size: int | None = None,
-                  parity: bool = True, parity_inputs: list | None = None,
-                  filename: str | None = None) -> CoreMLResult:
-    """Export ``model`` to ``out_dir/<model>_<lowering>_<precision>.mlpackage`` and check parity.
+                  parity: bool = True, parity_inputs: list | None = None, filename: str | None = None,
+                  preprocess: PreprocessConfig | None = None, name: str | None = None) -> CoreMLResult:
+    """Export ``model`` to ``out_dir/<name>_<lowering>_<precision>.mlpackage`` and check parity. ``model``,
+    ``preprocess`` and ``name`` as for ``export`` (any nn.Module given its preprocessing).
 
     ``calib`` (w8a8): an image folder / .npz path, a source with ``batches(bs)`` (data.sources), or NCHW
     float batches.
@@ -139,16 +144,16 @@ def export_coreml(model: nn.Module, out_dir: str | Path, precision: str = "fp32"
     from sa_deploy.backends.coreml.export import export_coreml as _export
     from sa_deploy.backends.coreml.export import is_sa_deploy_mlpackage
 
-    deploy = deploy_config_of(model).with_input_size(input_size)
+    deploy = deploy_config_of(model, preprocess, name).with_input_size(input_size)
     path = Path(out_dir) / (filename or artifact_name(deploy.name, lowering, precision, suffix=".mlpackage"))
     check_writable(path, is_sa_deploy_mlpackage)
     batches = _batches(calib, deploy.preprocess, calib_num)
     if not parity:
         return CoreMLResult(_export(model, path, lowering, precision, batches, image_input, classifier,
-                                    deployment_target, input_size))
+                                    deployment_target, input_size, deploy=deploy))
     with atomic_path(path, owned=is_sa_deploy_mlpackage) as tmp:  # checked before it is put in place
         exp = _export(model, tmp, lowering, precision, batches, image_input, classifier, deployment_target,
-                      input_size)
+                      input_size, deploy=deploy)
         stats, runner = coreml_parity(model, tmp, exp.input_size, precision, parity_inputs)
         require_parity(stats, path)
     exp.path = path
@@ -159,6 +164,7 @@ def export_coreml(model: nn.Module, out_dir: str | Path, precision: str = "fp32"
 class OpenVINOResult:
     export: Any  # backends.openvino.export.OpenVINOExport
     parity: list[ParityStats] = field(default_factory=list)  # vs the source ONNX on onnxruntime
+    onnx: ExportResult | None = None  # the ONNX export made first when the source was an nn.Module
 
 
 def openvino_parity(ir_path: str | Path, source_onnx: str | Path, precision: str, input_size: int,
@@ -172,15 +178,26 @@ def openvino_parity(ir_path: str | Path, source_onnx: str | Path, precision: str
         return check_parity(runner, ref, inputs, precision)
 
 
-def export_openvino(onnx_path: str | Path, out: str | Path | None = None, fp16_weights: bool = False,
-                    parity: bool = True) -> OpenVINOResult:
+def export_openvino(source: str | Path | nn.Module, out: str | Path | None = None, fp16_weights: bool = False,
+                    parity: bool = True, preprocess: PreprocessConfig | None = None, name: str | None = None,
+                    lowering: str = "fold", input_size: int | None = None) -> OpenVINOResult:
     """OpenVINO IR (.xml + .bin) from an sa-deploy ONNX file: FP32, FP32 with ``fp16_weights`` (compressed), or
     INT8 from a Q/DQ ONNX. Default output beside the ONNX: ``<stem>_fp32.xml`` / ``<stem>_fp16.xml``, and
-    ``<stem>.xml`` for a Q/DQ file (its name already says int8). Parity is checked against the source ONNX."""
+    ``<stem>.xml`` for a Q/DQ file (its name already says int8). Parity is checked against the source ONNX.
+
+    ``source`` may also be a model (``create_model``, or any nn.Module with ``preprocess`` and ``name`` as for
+    ``export``): it is exported to ``<out>/<name>_<lowering>.onnx`` first (``out`` is then a folder, default
+    ``out``; parity vs PyTorch) and the IR is made from that file (``result.onnx``)."""
     from sa_deploy.backends.openvino.export import convert_onnx
 
-    onnx_path = Path(onnx_path)
-    preprocess = deploy_preprocess(onnx_path)
+    if isinstance(source, nn.Module):
+        onnx_result = export(source, out if out is not None else "out", lowering, input_size, preprocess=preprocess,
+                             name=name, parity=parity)
+        result = export_openvino(onnx_result.export.path, None, fp16_weights, parity)
+        result.onnx = onnx_result
+        return result
+    onnx_path = Path(source)
+    input_size = deploy_preprocess(onnx_path).input_size
     if out is None:
         from sa_deploy.exporters.inspect import load_onnx
         from sa_deploy.exporters.metadata import read_onnx_metadata
@@ -188,7 +205,7 @@ def export_openvino(onnx_path: str | Path, out: str | Path | None = None, fp16_w
         int8 = read_onnx_metadata(load_onnx(onnx_path)).get("precision") == "int8"
         out = derived_path(onnx_path, "" if int8 else ("fp16" if fp16_weights else "fp32"), suffix=".xml")
     exp = convert_onnx(onnx_path, out, fp16_weights)
-    stats = openvino_parity(exp.path, onnx_path, exp.precision, preprocess.input_size) if parity else []
+    stats = openvino_parity(exp.path, onnx_path, exp.precision, input_size) if parity else []
     return OpenVINOResult(exp, stats)
 
 

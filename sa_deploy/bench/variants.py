@@ -19,6 +19,8 @@ from sa_deploy.exporters.metadata import PREFIX, is_sa_deploy_onnx
 from sa_deploy.exporters.onnx import export_onnx, random_inputs
 from sa_deploy.models import create_model
 from sa_deploy.models.random_weights import randomize
+from sa_deploy.models.sa_layer import sa_modules
+from sa_deploy.rewrite.lowering import replace_module
 from sa_deploy.util.atomic import write_bytes_atomic
 
 VARIANTS = ("floor", "naive", "reshape-transpose", "fold", "fp16", "int8-cpu", "int8-cpu-float-gate", "int8-tensorrt")
@@ -38,11 +40,10 @@ class Variant:
 
 
 def without_sa(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with each block's ``sa`` replaced by nn.Identity (the SA-free floor)."""
+    """A copy of ``model`` with every SA layer, wherever it sits, replaced by nn.Identity (the SA-free floor)."""
     floor = copy.deepcopy(model)
-    for m in floor.modules():
-        if isinstance(getattr(m, "sa", None), nn.Module):
-            m.sa = nn.Identity()
+    for _, sa in sa_modules(floor):
+        replace_module(floor, sa, nn.Identity())
     return floor
 
 

@@ -45,6 +45,15 @@ def run(args: argparse.Namespace) -> int:
     exp = result.export
     console.print(f"[bold]exported[/bold] {exp.path}  ({mb(exp.size_bytes)} MB, {exp.nodes} nodes, "
                   f"lowering {exp.lowering}, input {exp.input_size}x{exp.input_size}, {exp.simplify_note})")
+    console.print(exp.lowering_summary)
+    unfolded = [layer for layer in exp.sa_layers if layer.reason]
+    if unfolded:
+        table = Table(title="SA layers not folded (lowered with reshape-transpose)")
+        for col in ("layer", "channels", "why not folded"):
+            table.add_column(col)
+        for layer in unfolded:
+            table.add_row(layer.name, str(layer.channels), layer.reason)
+        console.print(table)
     if result.parity:
         parity_table(result.parity)
     console.print("next:\n"

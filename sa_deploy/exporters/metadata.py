@@ -1,6 +1,7 @@
 """Deploy config carried inside every artifact (ONNX metadata_props, CoreML user metadata, TensorRT sidecar)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -9,27 +10,43 @@ import onnx
 
 from sa_deploy import __version__
 from sa_deploy.errors import SADeployError
+from sa_deploy.models.deploy_config import DeployConfig
 from sa_deploy.models.preprocessing import PreprocessConfig
 
 PREFIX = "sa_deploy."
 
 
-def deploy_config(model_name: str, preprocess: PreprocessConfig, lowering: str, precision: str,
-                  checkpoint_sha256: str | None, extra: dict[str, Any] | None = None) -> dict[str, str]:
+def deploy_config(deploy: DeployConfig, lowering: str, precision: str,
+                  extra: dict[str, Any] | None = None) -> dict[str, str]:
+    """The metadata every artifact carries: the model, where it came from (registry name + checkpoint hash, or the
+    user's module class), its preprocessing, lowering, precision and tool versions."""
     import torch
 
+    user_module = deploy.source.startswith("module ")
     cfg = {
-        "model": model_name,
+        "model": deploy.name,
+        "model_source": deploy.source or f"registry {deploy.name}",
         "lowering": lowering,
         "precision": precision,
-        "preprocess": preprocess.to_json(),
-        "checkpoint_sha256": checkpoint_sha256 or "none (random init)",
+        "preprocess": deploy.preprocess.to_json(),
+        "checkpoint_sha256": deploy.checkpoint_sha256 or ("none (in-memory module)" if user_module
+                                                          else "none (random init)"),
         "sa_deploy_version": __version__,
         "torch_version": torch.__version__.split("+")[0],
         "onnx_version": onnx.__version__,
     }
     cfg.update({k: str(v) for k, v in (extra or {}).items()})
     return cfg
+
+
+def weights_sha256(model) -> str:
+    """SHA-256 of a module's state_dict (names and values, in order): which weights an artifact holds when they
+    came from no file (a module the user built and trained)."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def set_onnx_metadata(model: onnx.ModelProto, config: dict[str, str]) -> None:

@@ -7,6 +7,7 @@ spec bug and onnxruntime lacks GroupNormalization-21."""
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +17,10 @@ import onnx
 import torch
 from torch import nn
 
-from sa_deploy.exporters.metadata import deploy_config, is_sa_deploy_onnx, set_onnx_metadata
+from sa_deploy.exporters.metadata import deploy_config, is_sa_deploy_onnx, set_onnx_metadata, weights_sha256
 from sa_deploy.exporters.simplify import simplify as simplify_model
-from sa_deploy.models.deploy_config import deploy_config_of
-from sa_deploy.rewrite import lower_model
+from sa_deploy.models.deploy_config import DeployConfig, deploy_config_of
+from sa_deploy.rewrite import LayerLowering, lower
 from sa_deploy.util.atomic import write_bytes_atomic
 
 OPSET = 17
@@ -37,6 +38,8 @@ class OnnxExport:
     size_bytes: int
     simplify_note: str
     metadata: dict[str, str] = field(default_factory=dict)
+    sa_layers: list[LayerLowering] = field(default_factory=list)  # what each SA layer became
+    lowering_summary: str = ""
 
 
 def example_input(input_size: int, batch: int = 2, seed: int = 0) -> torch.Tensor:
@@ -55,18 +58,20 @@ def to_onnx_model(module: nn.Module, input_size: int, opset: int = OPSET) -> onn
 
 
 def export_onnx(model: nn.Module, path: str | Path, lowering: str = "fold", input_size: int | None = None,
-                simplify: bool = True) -> OnnxExport:
-    """Export a registry model (``create_model``) with the chosen SA lowering; the file is written atomically."""
-    deploy = deploy_config_of(model).with_input_size(input_size)
+                simplify: bool = True, deploy: DeployConfig | None = None) -> OnnxExport:
+    """Export a model with the chosen SA lowering; the file is written atomically. ``deploy``: the config to
+    record (default: the model's own, from ``create_model``; required for a module that carries none)."""
+    deploy = (deploy or deploy_config_of(model)).with_input_size(input_size)
     preprocess = deploy.preprocess
     size = preprocess.input_size
-    lowered = lower_model(model, lowering)
-    onnx_model = to_onnx_model(lowered, size)
+    lowered = lower(model, lowering, size)
+    onnx_model = to_onnx_model(lowered.module, size)
     note = "not simplified (--no-simplify)"
     if simplify:
         onnx_model, note = simplify_model(onnx_model, example_input(size, seed=1).numpy())
-    config = deploy_config(deploy.name, preprocess, lowering, "fp32", deploy.checkpoint_sha256,
-                           {"opset": OPSET, "input_size": size})
+    config = deploy_config(deploy, lowering, "fp32", {
+        "opset": OPSET, "input_size": size, "weights_sha256": weights_sha256(model),
+        "sa_layers": json.dumps([layer.to_dict() for layer in lowered.layers], separators=(",", ":"))})
     set_onnx_metadata(onnx_model, config)
     onnx_model.producer_name = "sa-deploy"
     onnx_model.producer_version = config["sa_deploy_version"]
@@ -74,7 +79,7 @@ def export_onnx(model: nn.Module, path: str | Path, lowering: str = "fold", inpu
     data = onnx_model.SerializeToString()
     write_bytes_atomic(path, data, owned=is_sa_deploy_onnx)
     return OnnxExport(Path(path), config["model"], lowering, size, len(onnx_model.graph.node), len(data), note,
-                      config)
+                      config, lowered.layers, lowered.summary())
 
 
 def file_input_size(model: onnx.ModelProto) -> int:

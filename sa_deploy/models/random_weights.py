@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sa_deploy.models.sa_layer import SALayer
+from sa_deploy.models.sa_layer import sa_width
 
 # SA parameters centred on 1 (the rest on 0), as trained SA layers are: a gate near sigmoid(1)
 _CENTRED_ON_ONE = ("cbias", "sbias", "gn.weight")
@@ -19,7 +19,7 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, SALayer):
+            if sa_width(m) is not None:  # any layer with SA's parameters, wherever it sits
                 for name, p in m.named_parameters():
                     centre = 1.0 if name in _CENTRED_ON_ONE else 0.0
                     p.copy_(centre + 0.5 * torch.randn(p.shape, generator=g))

@@ -1,6 +1,6 @@
 """Model registry: ``create_model(name, ...)``, ``list_models()``; each model carries its PreprocessConfig.
 
-To add a model: write its builder (it must expose blocks with an ``sa`` SALayer and ``sa_producer()``), then
+To add a model: write its builder (SA layers may sit anywhere: the lowerings find them), then
 ``register_model(ModelSpec(...))`` below."""
 from __future__ import annotations
 

@@ -67,3 +67,26 @@ def _largest_valid_groups(channel: int, wanted: int) -> int:
         if channel % (2 * g) == 0:
             return g
     return 1
+
+
+SA_PARAMETERS = ("cweight", "cbias", "sweight", "sbias")
+
+
+def sa_width(module: nn.Module) -> int | None:
+    """k (channels per branch and group) when ``module`` has SA's parameters, else None: ``cweight``, ``cbias``,
+    ``sweight``, ``sbias`` of shape (1, k, 1, 1) and ``gn`` a GroupNorm over k channels. This is how SA layers are
+    recognised in models users bring (the official ``sa_layer`` and its re-implementations share these names);
+    whether such a module really computes SA is checked numerically by ``rewrite.find_sa``."""
+    params = [getattr(module, name, None) for name in SA_PARAMETERS]
+    gn = getattr(module, "gn", None)
+    if not all(isinstance(p, torch.Tensor) for p in params) or not isinstance(gn, nn.GroupNorm):
+        return None
+    k = gn.num_channels
+    if any(tuple(p.shape) != (1, k, 1, 1) for p in params):
+        return None
+    return k
+
+
+def sa_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(qualified name, module) of every module of ``model`` that has SA's parameters (see ``sa_width``)."""
+    return [(name, m) for name, m in model.named_modules() if sa_width(m) is not None]

@@ -43,10 +43,6 @@ class InvertedResidual(nn.Module):
         self.conv = nn.Sequential(*layers)
         self.sa = SALayer(cout, sa_groups)
 
-    def sa_producer(self) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
-        """The conv + BN whose output feeds ``sa`` (used by the fold lowering)."""
-        return self.conv[-2], self.conv[-1]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.sa(self.conv(x))
         return x + out if self.use_res_connect else out

@@ -25,10 +25,6 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
         self.sa = SALayer(planes * self.expansion, sa_groups)
 
-    def sa_producer(self) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
-        """The conv + BN whose output feeds ``sa`` (used by the fold lowering)."""
-        return self.conv3, self.bn3
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from sa_deploy.errors import SADeployError
-from sa_deploy.exporters.metadata import PREFIX, deploy_config
-from sa_deploy.models.deploy_config import deploy_config_of
+from sa_deploy.exporters.metadata import PREFIX, deploy_config, weights_sha256
+from sa_deploy.models.deploy_config import DeployConfig, deploy_config_of
 from sa_deploy.rewrite import lower_model
 from sa_deploy.util.atomic import atomic_path
 from sa_deploy.util.optional import require
@@ -103,8 +103,9 @@ def op_histogram(mlmodel_spec: Any) -> dict[str, int]:
 def export_coreml(model: nn.Module, path: str | Path, lowering: str = "fold", precision: str = "fp32",
                   calib: Iterable[np.ndarray] | None = None, image_input: bool = False, classifier: bool = False,
                   deployment_target: str | None = None, input_size: int | None = None,
-                  palettize_bits: int = 4) -> CoreMLExport:
-    """Export a registry model (``create_model``) to ``path`` (.mlpackage, written atomically).
+                  palettize_bits: int = 4, deploy: DeployConfig | None = None) -> CoreMLExport:
+    """Export a model to ``path`` (.mlpackage, written atomically). ``deploy``: the config to record (default:
+    the model's own, from ``create_model``; required for a module that carries none).
 
     ``calib``: NCHW float32 batches, normalized with the model's preprocessing (required for w8a8)."""
     path = Path(path)
@@ -125,14 +126,14 @@ def export_coreml(model: nn.Module, path: str | Path, lowering: str = "fold", pr
     ct = import_coremltools()
     target_name = deployment_target or (W8A8_MIN_TARGET if precision == "w8a8" else DEFAULT_TARGET)
     target = _target(ct, target_name, precision)
-    deploy = deploy_config_of(model).with_input_size(input_size)
+    deploy = (deploy or deploy_config_of(model)).with_input_size(input_size)
     preprocess = deploy.preprocess
     size = preprocess.input_size
     if classifier and not preprocess.class_names:
         raise SADeployError("a classifier output needs class names, and this model has none")
 
     start = time.perf_counter()
-    module = lower_model(model, lowering)
+    module = lower_model(model, lowering, size)
     example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     if image_input:
         from sa_deploy.backends.coreml.image import fold_input_std, image_input_type
@@ -150,10 +151,11 @@ def export_coreml(model: nn.Module, path: str | Path, lowering: str = "fold", pr
     mlmodel = _compress(ct, mlmodel, precision, palettize_bits)
 
     extra = {"format": "coreml", "input_size": size, "deployment_target": target_name, "batch": 1,
-             "image_input": image_input, "classifier": classifier, "coremltools_version": ct.__version__}
+             "image_input": image_input, "classifier": classifier, "coremltools_version": ct.__version__,
+             "weights_sha256": weights_sha256(model)}
     if precision == "palettize":
         extra["palettize_bits"] = palettize_bits
-    config = deploy_config(deploy.name, preprocess, lowering, precision, deploy.checkpoint_sha256, extra)
+    config = deploy_config(deploy, lowering, precision, extra)
     mlmodel.user_defined_metadata.update({PREFIX + k: v for k, v in sorted(config.items())})
     mlmodel.short_description = f"{config['model']} ({lowering} lowering, {precision}) by sa-deploy"
     with atomic_path(path, owned=is_sa_deploy_mlpackage) as tmp:
