@@ -163,6 +163,9 @@ def progress_note(plan: RunPlan, artifacts: list[Artifact]) -> str:
     planned = [f"onnx-{lw}-fp32" for lw in plan.lowerings] + (["onnx-fp16"] if plan.fp16 else []) + [
         f"onnx-int8-{f}" for f in plan.int8_flavours] + ([f"coreml-{p}" for p in plan.coreml_precisions]
                                                          if plan.coreml else [])
+    if plan.openvino and plan.lowerings:
+        planned += ["openvino-fp32", "openvino-fp16"] + (
+            ["onnx-int8-cpu-float-gate", "openvino-int8"] if "cpu" in plan.int8_flavours else [])
     made = {a.name for a in artifacts}
     missing = failed + [n for n in planned if n not in made] + ["report"]
     return (f"written and valid: {', '.join(done) or 'none'} (in {plan.out}); not made: {', '.join(missing)}")

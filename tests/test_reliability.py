@@ -193,7 +193,8 @@ def test_run_stops_with_what_it_completed():
     assert {"sa_resnet_cifar_fold.onnx", "sa_resnet_cifar_fold_fp16.onnx", "report.md"} <= names
     note = progress_note(plan, [Artifact("onnx-fold-fp32", "onnx", "fp32", None),
                                 Artifact("onnx-fp16", "onnx", "fp16", None, status="failed")])
-    assert "not made: onnx-fp16, onnx-int8-tensorrt, onnx-int8-cpu, report" in note
+    assert ("not made: onnx-fp16, onnx-int8-tensorrt, onnx-int8-cpu, openvino-fp32, openvino-fp16, "
+            "onnx-int8-cpu-float-gate, openvino-int8, report") in note
 
 
 def test_an_internal_bug_keeps_its_traceback(monkeypatch, capsys):

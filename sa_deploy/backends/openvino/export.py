@@ -8,8 +8,6 @@ calibration). The deploy config of the ONNX metadata travels in the IR's rt_info
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,7 +18,7 @@ from sa_deploy.backends.openvino.inspect import RT_INFO_KEY
 from sa_deploy.errors import SADeployError
 from sa_deploy.exporters.inspect import load_onnx
 from sa_deploy.exporters.metadata import read_onnx_metadata
-from sa_deploy.util.atomic import check_writable
+from sa_deploy.util.atomic import atomic_path, check_writable
 from sa_deploy.util.hashing import file_sha256
 
 
@@ -87,12 +85,8 @@ def check_ir_output(out: Path) -> None:
 
 
 def _save_atomic(ov, model, out: Path, compress_to_fp16: bool) -> None:
-    check_ir_output(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        ov.save_model(model, str(tmp / out.name), compress_to_fp16=compress_to_fp16)
-        os.replace(tmp / out.with_suffix(".bin").name, out.with_suffix(".bin"))
-        os.replace(tmp / out.name, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Both files of the IR through util.atomic (the .bin put in place first, then the .xml that names the pair):
+    a failure leaves no half IR and removes the folders it created."""
+    with atomic_path(out, owned_ir_file) as tmp_xml, atomic_path(out.with_suffix(".bin"), owned_ir_file) as tmp_bin:
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=compress_to_fp16)
+        os.replace(tmp_xml.with_suffix(".bin"), tmp_bin)
