@@ -18,6 +18,7 @@ from sa_deploy.backends.trt.lint import lint_onnx  # noqa: F401  (re-exported)
 from sa_deploy.errors import ParityError, SADeployError
 from sa_deploy.exporters.metadata import is_sa_deploy_onnx
 from sa_deploy.exporters.onnx import OnnxExport, export_onnx, random_inputs
+from sa_deploy.exporters.preprocess_flags import PreprocessOverrides
 from sa_deploy.models import create_model  # noqa: F401  (re-exported)
 from sa_deploy.models.deploy_config import deploy_config_of
 from sa_deploy.models.preprocessing import PreprocessConfig
@@ -211,19 +212,49 @@ def export_openvino(source: str | Path | nn.Module, out: str | Path | None = Non
 
 # --- precision: INT8 / FP16 artifacts and their accuracy -----------------------------------------------------------
 
-def deploy_preprocess(onnx_path: str | Path):
-    """The PreprocessConfig an artifact carries in its metadata, the file checked where it enters (a valid ONNX
-    model whose one image input matches that config); one-line errors otherwise."""
-    from sa_deploy.exporters.inspect import image_input, load_onnx
-    from sa_deploy.exporters.metadata import preprocess_from_metadata, read_onnx_metadata
+def deploy_preprocess(onnx_path: str | Path, overrides: PreprocessOverrides | dict | None = None,
+                      required: bool = True):
+    """The PreprocessConfig for an ONNX file, the file checked where it enters (a valid ONNX model whose one input is
+    a float (N, 3, S, S) image): its sa-deploy metadata with each field given in ``overrides`` (a
+    PreprocessOverrides or a dict of PreprocessConfig fields) replacing that field; for a file sa-deploy did not
+    write, the overrides alone (``mean`` and ``std`` required; ``input_size`` defaults to the graph's fixed H/W).
+    ``required`` False: None when the file has no metadata and nothing is given. One-line errors otherwise."""
+    return preprocess_of(onnx_path, overrides, required).config
+
+
+def preprocess_of(onnx_path: str | Path, overrides: PreprocessOverrides | dict | None = None,
+                  required: bool = True, derived: tuple[str | Path, ...] = ()):
+    """deploy_preprocess with where the result came from (ResolvedPreprocess: ``config``, ``origin``). ``derived``:
+    files made from this one (INT8/FP16 artifacts): when this file carries no preprocessing, the one they carry
+    (when they agree) stands in for its metadata."""
+    from sa_deploy.exporters.inspect import load_onnx
+    from sa_deploy.exporters.preprocess_flags import resolve_preprocess
 
     p = Path(onnx_path)
-    model = load_onnx(p)
-    cfg = preprocess_from_metadata(read_onnx_metadata(model), p.name)
-    if cfg is None:
-        raise SADeployError(f"{p.name} has no sa-deploy preprocessing metadata; export it with `sa-deploy export`")
-    image_input(model, p.name, cfg.input_size)
-    return cfg
+    return resolve_preprocess(load_onnx(p), p.name, overrides, required, _carried_preprocess(derived))
+
+
+def _carried_preprocess(paths: tuple[str | Path, ...]):
+    """(config, origin) of the preprocessing the ONNX files among ``paths`` carry, when they carry one and agree;
+    else None."""
+    import onnx
+
+    from sa_deploy.exporters.metadata import preprocess_from_metadata, read_onnx_metadata
+
+    found = {}
+    for a in map(Path, paths):
+        if a.suffix == ".onnx" and a.is_file():
+            try:
+                meta = read_onnx_metadata(onnx.load(str(a), load_external_data=False))
+            except Exception:  # noqa: BLE001 - an unreadable artifact gets its own error where it is checked
+                continue
+            cfg = preprocess_from_metadata(meta, a.name)
+            if cfg is not None:
+                found.setdefault(cfg, a.name)
+    if len(found) != 1:
+        return None
+    cfg, name = next(iter(found.items()))
+    return cfg, f"{name} metadata"
 
 
 def _output_for(source: Path, out: str | Path | None, *parts: str) -> Path:
@@ -246,35 +277,44 @@ def _source(data: Any, preprocess, num: int | None, split: str = "val", labels: 
 
 def quantize(fp32_onnx: str | Path, calib: Any, out: str | Path | None = None, method: str = "entropy",
              flavour: str = "tensorrt", num: int | None = 500, exclude_nodes: tuple[str, ...] = (),
-             cache_dir: str | Path | None = None, keep_sa_gate_float: bool | None = None):
-    """INT8 Q/DQ ONNX from an FP32 export, calibrated on ``calib`` (image folder, .npz, or a source object)
+             cache_dir: str | Path | None = None, keep_sa_gate_float: bool | None = None,
+             preprocess: PreprocessOverrides | dict | None = None):
+    """INT8 Q/DQ ONNX from an FP32 ONNX file, calibrated on ``calib`` (image folder, .npz, or a source object)
     -> QuantizeResult. ``keep_sa_gate_float`` None: the flavour's default (float gate for tensorrt, quantized
-    for cpu). Default output: ``<fp32 stem>_int8_<flavour>_<method>.onnx`` beside the input."""
+    for cpu). ``preprocess``: fields replacing the file's preprocessing metadata, or the whole preprocessing of a
+    file sa-deploy did not write (see deploy_preprocess); the INT8 file carries the result. Default output:
+    ``<fp32 stem>_int8_<flavour>_<method>.onnx`` beside the input."""
     from sa_deploy.calibration.int8 import FLAVOURS, METHODS, check_choice, quantize_int8
 
     check_choice(method, METHODS, "calibration method")
     check_choice(flavour, FLAVOURS, "INT8 flavour")
     fp32_onnx = Path(fp32_onnx)
-    cfg = deploy_preprocess(fp32_onnx)
+    cfg = deploy_preprocess(fp32_onnx, preprocess)
     out = _output_for(fp32_onnx, out, "int8", flavour, method)
     source = _source(calib, cfg, num, "calib")
-    return quantize_int8(fp32_onnx, out, source, method, flavour, exclude_nodes, cache_dir, keep_sa_gate_float)
+    return quantize_int8(fp32_onnx, out, source, method, flavour, exclude_nodes, cache_dir, keep_sa_gate_float,
+                         preprocess=cfg)
 
 
-def fp16(fp32_onnx: str | Path, out: str | Path | None = None, block_list: list[str] | None = None) -> Path:
-    """FP16 ONNX (FP32 inputs/outputs) from an FP32 export -> its path (default ``<fp32 stem>_fp16.onnx``)."""
+def fp16(fp32_onnx: str | Path, out: str | Path | None = None, block_list: list[str] | None = None,
+         preprocess: PreprocessOverrides | dict | None = None) -> Path:
+    """FP16 ONNX (FP32 inputs/outputs) from an FP32 ONNX file -> its path (default ``<fp32 stem>_fp16.onnx``).
+    Needs no preprocessing; ``preprocess`` given (see deploy_preprocess), the FP16 file carries the result."""
     from sa_deploy.exporters.fp16 import convert_fp16
 
     fp32_onnx = Path(fp32_onnx)
-    deploy_preprocess(fp32_onnx)  # same one-line errors as quantize for a missing / foreign file
-    return convert_fp16(fp32_onnx, _output_for(fp32_onnx, out, "fp16"), block_list)
+    cfg = deploy_preprocess(fp32_onnx, preprocess, required=False)  # same one-line errors as quantize
+    return convert_fp16(fp32_onnx, _output_for(fp32_onnx, out, "fp16"), block_list, preprocess=cfg)
 
 
-def sensitivity(fp32_onnx: str | Path, int8_onnx: str | Path, calib: Any, num: int = 64) -> list:
-    """Per-tensor SQNR of an INT8 file vs the FP32 file it came from, worst local damage first."""
+def sensitivity(fp32_onnx: str | Path, int8_onnx: str | Path, calib: Any, num: int = 64,
+                preprocess: PreprocessOverrides | dict | None = None) -> list:
+    """Per-tensor SQNR of an INT8 file vs the FP32 file it came from, worst local damage first (images preprocessed
+    as the FP32 file says, else as the INT8 file says)."""
     from sa_deploy.calibration.sensitivity import tensor_sensitivity
 
-    return tensor_sensitivity(fp32_onnx, int8_onnx, _source(calib, deploy_preprocess(fp32_onnx), num, "calib"))
+    cfg = preprocess_of(fp32_onnx, preprocess, derived=(int8_onnx,)).config
+    return tensor_sensitivity(fp32_onnx, int8_onnx, _source(calib, cfg, num, "calib"))
 
 
 def check_artifact(path: str | Path, input_size: int | None = None, num_classes: int | None = None) -> None:
@@ -302,23 +342,92 @@ def check_artifact(path: str | Path, input_size: int | None = None, num_classes:
         check_mlpackage(p)
 
 
-def validate(model: nn.Module, data: Any, artifacts: list[str | Path], max_drop: float | None = None,
+@dataclass
+class Reference:
+    """What artifacts are compared with: a PyTorch model (TorchRunner) or an FP32 ONNX file (onnxruntime), with
+    the preprocessing its images get and its class count (None when unknown)."""
+
+    model: nn.Module | None
+    path: Path | None
+    preprocess: Any  # PreprocessConfig
+    classes: int | None
+    preprocess_origin: str = "model"
+
+    @property
+    def name(self) -> str:
+        return "pytorch fp32" if self.path is None else f"reference {self.path.name} (onnxruntime fp32)"
+
+    def runner(self, threads: int | None = None):
+        return TorchRunner(self.model, threads) if self.path is None else OnnxRuntimeRunner(self.path, threads)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.path is None:
+            return {"kind": "pytorch", "model": deploy_config_of(self.model).name, "runtime": "pytorch",
+                    "precision": "fp32", "preprocess": self.preprocess.to_dict(),
+                    "preprocess_from": self.preprocess_origin}
+        from sa_deploy.util.hashing import file_sha256
+
+        return {"kind": "onnx", "path": str(self.path), "sha256": file_sha256(self.path), "runtime": "onnxruntime",
+                "precision": "fp32", "preprocess": self.preprocess.to_dict(), "preprocess_from": self.preprocess_origin}
+
+
+def reference_for(reference: nn.Module | str | Path | Reference, preprocess: PreprocessOverrides | dict | None = None,
+                  artifacts: tuple[str | Path, ...] = ()) -> Reference:
+    """The Reference for an nn.Module (its deploy config's preprocessing) or an FP32 ONNX file (its metadata, else
+    the preprocessing its ``artifacts`` carry when they agree), with the ``preprocess`` fields replacing them."""
+    from sa_deploy.exporters.preprocess_flags import apply_overrides, output_classes
+
+    if isinstance(reference, Reference):
+        return reference
+    if isinstance(reference, nn.Module):
+        cfg = deploy_config_of(reference).preprocess
+        overrides = PreprocessOverrides.of(preprocess)
+        classes = next((m.out_features for m in reversed(list(reference.modules())) if isinstance(m, nn.Linear)),
+                       None)
+        return Reference(reference, None, apply_overrides(cfg, overrides) if overrides else cfg, classes,
+                         "model" + (f" + flags ({', '.join(overrides.given())})" if overrides else ""))
+    if not isinstance(reference, (str, Path)):
+        raise SADeployError(f"the reference must be a PyTorch model or an FP32 ONNX path, got "
+                            f"{type(reference).__name__}")
+    from sa_deploy.exporters.inspect import load_onnx
+    from sa_deploy.exporters.metadata import read_onnx_metadata
+
+    path = Path(reference)
+    if path.suffix != ".onnx":
+        raise SADeployError(f"--reference {path.name}: pass an FP32 .onnx file")
+    model = load_onnx(path)
+    precision = read_onnx_metadata(model).get("precision", "fp32")
+    if precision != "fp32" or any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        raise SADeployError(f"--reference {path.name} is {precision if precision != 'fp32' else 'quantized (Q/DQ)'}; "
+                            "pass the FP32 ONNX the artifacts were made from")
+    from sa_deploy.exporters.preprocess_flags import resolve_preprocess
+
+    resolved = resolve_preprocess(model, path.name, preprocess, fallback=_carried_preprocess(tuple(artifacts)))
+    return Reference(None, path, resolved.config, output_classes(model), resolved.origin)
+
+
+def validate(reference: nn.Module | str | Path, data: Any, artifacts: list[str | Path], max_drop: float | None = None,
              num: int | None = None, batch_size: int = 64, progress: bool = True, threads: int | None = None,
              auto_fallback: bool = False, calib: Any = None, cache_dir: str | Path | None = None,
-             labels: str | Path | None = None):
-    """Top-1/top-5 of PyTorch FP32 and each artifact on labeled images, drop vs PyTorch, parity ->
-    ValidationReport (call ``report.raise_if_failed()`` for the budget gate). ``data``: class folders, a flat
-    folder with a ``labels`` file (data.labels), an .npz, ``embedded`` (the sample in the package), or a source.
+             labels: str | Path | None = None, preprocess: PreprocessOverrides | dict | None = None):
+    """Top-1/top-5 of the reference and each artifact on labeled images, drop vs the reference, parity ->
+    ValidationReport (call ``report.raise_if_failed()`` for the budget gate). ``reference``: the PyTorch model
+    (FP32 on PyTorch) or the path of an FP32 ONNX file (onnxruntime), e.g. one sa-deploy did not write; its images
+    are preprocessed as its deploy config / metadata says (an ONNX file without metadata: as the artifacts made
+    from it say), with the ``preprocess`` fields replacing those (see deploy_preprocess). ``data``: class folders,
+    a flat folder with a ``labels`` file (data.labels), an .npz, ``embedded`` (the sample in the package), or a
+    source.
 
     ``auto_fallback``: each INT8 artifact over budget is re-quantized (``int8_fallback``, calibrated on ``calib``)
-    from the FP32 ONNX among ``artifacts`` it was made from; the fixed file's row is added and the original row
-    says ``replaced_by`` (it no longer gates). ``report.fallbacks`` lists what each fallback did."""
+    from the FP32 ONNX (the reference or one among ``artifacts``) it was made from; the fixed file's row is added
+    and the original row says ``replaced_by`` (it no longer gates). ``report.fallbacks`` lists what each fallback
+    did."""
     from sa_deploy.validate.accuracy import validate_artifacts
 
     if auto_fallback and calib is None:
         raise SADeployError("auto-fallback needs calibration images (--calib DIR|FILE.npz) to re-calibrate on")
-    cfg = deploy_config_of(model).preprocess
-    classes = next((m.out_features for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
+    ref = reference_for(reference, preprocess, tuple(artifacts))
+    cfg, classes = ref.preprocess, ref.classes
     for a in artifacts:  # every file checked before any image is read
         check_artifact(a, cfg.input_size, classes)
     source = _source(data, cfg, num, labels=labels)
@@ -329,16 +438,18 @@ def validate(model: nn.Module, data: Any, artifacts: list[str | Path], max_drop:
     if classes is not None and len(names) > classes:
         raise SADeployError(f"the data has {len(names)} classes ({', '.join(names[:3])}, ...), the model "
                             f"{classes}: labels would not match its outputs")
-    report = validate_artifacts(TorchRunner(model, threads), artifacts, source, max_drop, batch_size, progress,
-                                threads=threads)
+    report = validate_artifacts(ref.runner(threads), artifacts, source, max_drop, batch_size, progress,
+                                reference_name=ref.name, threads=threads)
+    report.reference_source = ref.to_dict()
     if auto_fallback:
-        _fallback_over_budget(model, report, [Path(a) for a in artifacts], source, calib, cache_dir, batch_size,
-                              progress, threads)
+        _fallback_over_budget(ref, report, [Path(a) for a in artifacts], source, calib, cache_dir, batch_size,
+                              progress, threads, preprocess)
     return report
 
 
-def _fallback_over_budget(model: nn.Module, report, artifacts: list[Path], source, calib: Any,
-                          cache_dir: str | Path | None, batch_size: int, progress: bool, threads: int | None) -> None:
+def _fallback_over_budget(ref: Reference, report, artifacts: list[Path], source, calib: Any,
+                          cache_dir: str | Path | None, batch_size: int, progress: bool, threads: int | None,
+                          preprocess: PreprocessOverrides | dict | None = None) -> None:
     """Re-quantize each INT8 artifact of ``report`` over budget; add the fixed artifact's row."""
     import onnx
 
@@ -346,8 +457,9 @@ def _fallback_over_budget(model: nn.Module, report, artifacts: list[Path], sourc
     from sa_deploy.util.hashing import file_sha256
     from sa_deploy.validate.accuracy import artifact_precision, predict, score
 
-    fp32_by_sha = {file_sha256(a): a for a in artifacts if a.suffix == ".onnx" and artifact_precision(a) == "fp32"}
-    ref = None
+    candidates = artifacts + ([ref.path] if ref.path is not None else [])
+    fp32_by_sha = {file_sha256(a): a for a in candidates if a.suffix == ".onnx" and artifact_precision(a) == "fp32"}
+    ref_pred = None
     for row in list(report.results):
         path = next(a for a in artifacts if a.name == row.name)
         if row.passed or row.precision != "int8":
@@ -356,24 +468,28 @@ def _fallback_over_budget(model: nn.Module, report, artifacts: list[Path], sourc
         fp32 = fp32_by_sha.get(src_sha or "")
         if fp32 is None:
             raise SADeployError(f"auto-fallback: pass the FP32 ONNX that {path.name} was quantized from among "
-                                "the artifacts")
-        res = int8_fallback(model, fp32, path, source, calib, row.max_drop, cache_dir=cache_dir)
+                                "the artifacts (or as --reference)")
+        res = int8_fallback(ref, fp32, path, source, calib, row.max_drop, cache_dir=cache_dir, preprocess=preprocess)
         fixed = res.quantize.path
         with OnnxRuntimeRunner(fixed, threads) as runner:
             pred = predict(runner, source, batch_size, fixed.name, progress)
-        if ref is None:
-            with TorchRunner(model, threads) as reference:
-                ref = predict(reference, source, batch_size, "pytorch fp32", progress)
-        report.results.append(score(fixed.name, "int8", pred, ref, report.reference.top1, row.max_drop))
+        if ref_pred is None:
+            with ref.runner(threads) as reference:
+                ref_pred = predict(reference, source, batch_size, ref.name, progress)
+        report.results.append(score(fixed.name, "int8", pred, ref_pred, report.reference.top1, row.max_drop))
         row.details["replaced_by"] = str(fixed)
         report.fallbacks.append({"artifact": str(path), **res.to_dict()})
 
 
-def int8_fallback(model: nn.Module, fp32_onnx: str | Path, int8_onnx: str | Path, data: Any,
-                  calib: Any, max_drop: float = 1.0, num: int | None = None, calib_num: int | None = 500,
-                  out: str | Path | None = None, cache_dir: str | Path | None = None, max_rounds: int = 5):
+def int8_fallback(reference: nn.Module | str | Path | Reference, fp32_onnx: str | Path, int8_onnx: str | Path,
+                  data: Any, calib: Any, max_drop: float = 1.0, num: int | None = None, calib_num: int | None = 500,
+                  out: str | Path | None = None, cache_dir: str | Path | None = None, max_rounds: int = 5,
+                  preprocess: PreprocessOverrides | dict | None = None):
     """Re-quantize ``int8_onnx`` (same method/flavour) keeping its worst-SQNR nodes in float until its top-1 drop
-    on ``data`` is within ``max_drop`` -> FallbackResult. Default output: ``<int8 stem>_fallback.onnx``."""
+    on ``data`` vs ``reference`` (the PyTorch model or an FP32 ONNX path, as in ``validate``) is within
+    ``max_drop`` -> FallbackResult. Calibration images are preprocessed as ``fp32_onnx`` says (else as
+    ``int8_onnx`` says), with the ``preprocess`` fields replacing those. Default output:
+    ``<int8 stem>_fallback.onnx``."""
     import json
     import warnings
 
@@ -383,20 +499,21 @@ def int8_fallback(model: nn.Module, fp32_onnx: str | Path, int8_onnx: str | Path
     from sa_deploy.exporters.metadata import read_onnx_metadata
     from sa_deploy.validate.accuracy import predict, topk_accuracy
 
+    int8_onnx = Path(int8_onnx)
+    ref = reference_for(reference, preprocess, (int8_onnx,))
     meta = read_onnx_metadata(onnx.load(str(int8_onnx), load_external_data=False))
-    eval_src = _source(data, deploy_config_of(model).preprocess, num)
-    with TorchRunner(model) as reference:
-        ref = predict(reference, eval_src, desc="pytorch fp32")
-    top1_ref = topk_accuracy(ref.logits, ref.labels, 1)
+    eval_src = _source(data, ref.preprocess, num)
+    with ref.runner() as reference_runner:
+        ref_pred = predict(reference_runner, eval_src, desc=ref.name)
+    top1_ref = topk_accuracy(ref_pred.logits, ref_pred.labels, 1)
 
     def drop_of(path: Path) -> float:
         with OnnxRuntimeRunner(path) as runner:
             pred = predict(runner, eval_src, desc=path.name)
         return top1_ref - topk_accuracy(pred.logits, pred.labels, 1)
 
-    int8_onnx = Path(int8_onnx)
     out = Path(out) if out else derived_path(int8_onnx, "fallback")
-    cfg = deploy_preprocess(fp32_onnx)
+    cfg = preprocess_of(fp32_onnx, preprocess, derived=(int8_onnx,)).config
     calib_src = _source(calib, cfg, calib_num, "calib")
     if meta.get("calibration_fingerprint") and meta["calibration_fingerprint"] != calib_src.fingerprint():
         warnings.warn(f"the calibration data differs from the data {int8_onnx.name} was calibrated on; the "
@@ -404,4 +521,4 @@ def int8_fallback(model: nn.Module, fp32_onnx: str | Path, int8_onnx: str | Path
     sens_src = _source(calib, cfg, 64, "calib")  # SQNR needs few images; it runs both graphs on each
     return auto_fallback(fp32_onnx, out, calib_src, drop_of, max_drop, meta.get("calibration_method", "entropy"),
                          meta.get("int8_flavour", "tensorrt"), json.loads(meta.get("float_nodes", "[]")),
-                         cache_dir, max_rounds=max_rounds, sensitivity_source=sens_src)
+                         cache_dir, max_rounds=max_rounds, sensitivity_source=sens_src, preprocess=cfg)

@@ -293,6 +293,8 @@ def _onnx_case(cid: str, make, commands=("inspect", "lint")) -> None:
                           "--out", str(d / "out")],
                 "validate": ["validate", *MODEL, "--pretrained", "--data", str(w.npz), "--artifacts", str(path),
                              "--no-progress"],
+                "validate-reference": ["validate", "--reference", str(path), "--data", str(w.npz), "--artifacts",
+                                       str(w.onnx), "--no-progress"],
             }[command]
         case("onnx", f"{cid}[{command}]")(build)
 
@@ -350,21 +352,24 @@ _onnx_case("checkpoint-file", lambda w, d: w.ck, ("inspect", "fp16"))
 _onnx_case("npz-file", lambda w, d: w.npz)
 # the file is valid ONNX, but not an image model sa-deploy can feed
 _onnx_case("dynamic-size-no-metadata", lambda w, d: _tiny(helper.make_tensor_value_info(
-    "x", TensorProto.FLOAT, ["N", 3, "H", "W"])), ("bench",))
+    "x", TensorProto.FLOAT, ["N", 3, "H", "W"])), ("bench", "quantize"))
 _onnx_case("two-inputs", lambda w, d: _graph_model([helper.make_node("Add", ["x", "x2"], ["s"]),
                                                     helper.make_node("Flatten", ["s"], ["y"])],
                                                    [X, helper.make_tensor_value_info("x2", TensorProto.FLOAT,
                                                                                      ["N", 3, 32, 32])], [Y]),
-           ("bench", "validate"))
+           ("bench", "validate", "quantize", "validate-reference"))
 _onnx_case("int64-input", lambda w, d: _graph_model(
     [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT), helper.make_node("Flatten", ["f"], ["y"])],
-    [helper.make_tensor_value_info("x", TensorProto.INT64, ["N", 3, 32, 32])], [Y]), ("bench", "validate"))
+    [helper.make_tensor_value_info("x", TensorProto.INT64, ["N", 3, 32, 32])], [Y]),
+           ("bench", "validate", "quantize", "fp16"))
 _onnx_case("rank-3-input", lambda w, d: _graph_model([helper.make_node("Flatten", ["x"], ["y"])], [
-    helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32])], [Y]), ("bench",))
+    helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32])], [Y]), ("bench", "quantize"))
+_onnx_case("rank-2-input", lambda w, d: _graph_model([helper.make_node("Identity", ["x"], ["y"])], [
+    helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 10])], [Y]), ("quantize", "fp16", "bench"))
 _onnx_case("non-square-input", lambda w, d: _tiny(helper.make_tensor_value_info(
     "x", TensorProto.FLOAT, ["N", 3, 32, 16]), w_shape=(10, 3, 32, 16)), ("bench",))
 _onnx_case("one-channel-input", lambda w, d: _tiny(helper.make_tensor_value_info(
-    "x", TensorProto.FLOAT, ["N", 1, 32, 32]), w_shape=(10, 1, 32, 32)), ("bench", "validate"))
+    "x", TensorProto.FLOAT, ["N", 1, 32, 32]), w_shape=(10, 1, 32, 32)), ("bench", "validate", "quantize"))
 _onnx_case("sequence-input", lambda w, d: _graph_model(
     [helper.make_node("SequenceAt", ["x", "i"], ["t"]), helper.make_node("Flatten", ["t"], ["y"])],
     [helper.make_tensor_sequence_value_info("x", TensorProto.FLOAT, None)], [Y],
@@ -384,7 +389,8 @@ for _key, _val in (("input_size", 0), ("input_size", -32), ("input_size", 100000
     _onnx_case(f"preprocess-{_key}={_val}", lambda w, d, k=_key, v=_val: _meta(w, preprocess=json.dumps(
         {**CIFAR10_32.to_dict(), k: v})), ("quantize",))
 _onnx_case("preprocess-a-list", lambda w, d: _meta(w, preprocess="[1, 2, 3]"), ("fp16",))
-_onnx_case("no-sa-deploy-metadata", lambda w, d: _meta(w, preprocess=None), ("fp16", "quantize"))
+_onnx_case("no-sa-deploy-metadata", lambda w, d: _meta(w, preprocess=None), ("quantize",))
+_onnx_case("int8-reference", lambda w, d: _meta(w, precision="int8"), ("validate-reference",))
 _onnx_case("already-fp16", lambda w, d: _meta(w, precision="fp16"), ("fp16", "quantize"))
 _onnx_case("metadata-size-differs", lambda w, d: _meta(w, preprocess=json.dumps(
     {**CIFAR10_32.to_dict(), "input_size": 64, "resize": 64})), ("quantize",))
@@ -598,6 +604,45 @@ _flags("fp16 --out is an existing folder", lambda w, d: ["fp16", str(w.onnx), "-
 _flags("fp16 --out is a user file", lambda w, d: ["fp16", str(w.onnx), "--out", str(d / "out" / "keep.txt")])
 _flags("fp16 --out is the input", lambda w, d: ["fp16", str(shutil.copy(w.onnx, d / "out" / "m.onnx")), "--out",
                                                 str(d / "out" / "m.onnx")])
+# preprocessing flags (quantize / validate / inspect on the sa-deploy export: each flag replaces a metadata field)
+for _flag, _vals in (("--mean", ["0.5", "0.5"]), ("--mean", ["nan", "0", "0"]), ("--mean", ["a", "b", "c"]),
+                     ("--std", ["0", "1", "1"]), ("--std", ["-1", "1", "1"]), ("--std", ["inf", "1", "1"]),
+                     ("--input-size", ["4"]), ("--input-size", ["2048"]), ("--resize", ["0"]),
+                     ("--interpolation", ["lanczos"])):
+    _flags(f"quantize {_flag} {' '.join(_vals)}", lambda w, d, f=_flag, v=_vals: [
+        "quantize", str(w.onnx), "--calib", str(w.npz), "--out", str(d / "out" / "q.onnx"), f, *v])
+_flags("quantize --resize below --input-size", lambda w, d: ["quantize", str(w.onnx), "--calib", str(w.npz),
+                                                             "--input-size", "64", "--resize", "32"])
+_flags("quantize --resize below the metadata's input size", lambda w, d: ["quantize", str(w.onnx), "--calib",
+                                                                          str(w.npz), "--resize", "16"])
+_flags("quantize --input-size other than the graph's", lambda w, d: ["quantize", str(w.onnx), "--calib", str(w.npz),
+                                                                     "--input-size", "64"])
+for _cid, _text in (("empty", b""), ("blank lines only", b"\n\n"), ("duplicates", b"cat\ndog\ncat\n"),
+                    ("blank line inside", b"cat\n\ndog\n"), ("not UTF-8", b"cat\n\xff\xfe\n"),
+                    ("3 names for 10 classes", b"cat\ndog\nbird\n")):
+    _flags(f"quantize --class-names {_cid}", lambda w, d, t=_text: [
+        "quantize", str(w.onnx), "--calib", str(w.npz), "--class-names", str(_write(d / "names.txt", t))])
+_flags("quantize --class-names missing", lambda w, d: ["quantize", str(w.onnx), "--calib", str(w.npz),
+                                                       "--class-names", str(d / "none.txt")])
+_flags("quantize --class-names is a folder", lambda w, d: ["quantize", str(w.onnx), "--calib", str(w.npz),
+                                                           "--class-names", _o(d)])
+_flags("fp16 --mean without --std on a foreign file", lambda w, d: [
+    "fp16", str(_write(d / "f.onnx", _meta(w, preprocess=None, model=None).SerializeToString())), "--mean", "0", "0",
+    "0", "--out", str(d / "out" / "f16.onnx")])
+_flags("inspect --std 0", lambda w, d: ["inspect", str(w.onnx), "--std", "0", "1", "1"])
+_flags("validate --model and --reference", lambda w, d: ["validate", *MODEL, "--reference", str(w.onnx), "--data",
+                                                         str(w.npz), "--artifacts", str(w.onnx)])
+_flags("validate neither --model nor --reference", lambda w, d: ["validate", "--data", str(w.npz), "--artifacts",
+                                                                 str(w.onnx)])
+_flags("validate --reference with --checkpoint", lambda w, d: ["validate", "--reference", str(w.onnx),
+                                                               "--checkpoint", str(w.ck), "--data", str(w.npz),
+                                                               "--artifacts", str(w.onnx)])
+_flags("validate --reference not .onnx", lambda w, d: ["validate", "--reference", str(w.ck), "--data", str(w.npz),
+                                                       "--artifacts", str(w.onnx)])
+_flags("validate --reference missing", lambda w, d: ["validate", "--reference", str(d / "none.onnx"), "--data",
+                                                     str(w.npz), "--artifacts", str(w.onnx)])
+_flags("bench --input-size other than the graph's", lambda w, d: ["bench", str(w.onnx), "--input-size", "64",
+                                                                  "--out", _o(d)])
 _flags("bench --batch 0", lambda w, d: ["bench", str(w.onnx), "--batch", "0", "--out", _o(d)])
 _flags("bench --rounds 0", lambda w, d: ["bench", str(w.onnx), "--rounds", "0", "--out", _o(d)])
 _flags("bench --iters -1", lambda w, d: ["bench", str(w.onnx), "--iters", "-1", "--out", _o(d)])

@@ -18,6 +18,7 @@ from sa_deploy.backends import OnnxRuntimeRunner, Runner, unavailable_reason
 from sa_deploy.errors import SADeployError
 from sa_deploy.exporters.inspect import image_input, load_onnx
 from sa_deploy.exporters.metadata import preprocess_from_metadata, read_onnx_metadata
+from sa_deploy.exporters.preprocess_flags import check_input_size_flag
 from sa_deploy.report.bench import check_benchmark_outputs, write_benchmark
 from sa_deploy.util.machine import machine_info
 
@@ -28,6 +29,7 @@ class Artifact:
     name: str  # variant name, e.g. fold / floor / int8-cpu
     path: Path
     note: str = ""
+    input_size: int | None = None  # the size to time it at when its graph has dynamic H/W (None: from metadata)
 
 
 @dataclass
@@ -93,7 +95,7 @@ def bench_group(artifacts: list[Artifact], batches: tuple[int, ...] = (1, 8), ro
     """Benchmark the artifacts of one group (same input size) on each runtime, all interleaved; ratios to the
     ``floor`` and ``naive`` variants of the same runtime when the group has them."""
     models = {a.name: load_onnx(a.path) for a in artifacts}
-    size = {bench_input_size(models[a.name], a.path.name) for a in artifacts}
+    size = {bench_input_size(models[a.name], a.path.name, a.input_size) for a in artifacts}
     if len(size) != 1:
         raise SADeployError(f"the files of {artifacts[0].group} take different input sizes ({sorted(size)}); "
                             "benchmark them separately")
@@ -132,35 +134,42 @@ def bench_group(artifacts: list[Artifact], batches: tuple[int, ...] = (1, 8), ro
     return rows
 
 
-def bench_input_size(model, name: str) -> int:
-    """The square input size to time a file at: its fixed H/W, else the size in its deploy metadata."""
+def bench_input_size(model, name: str, input_size: int | None = None) -> int:
+    """The square input size to time a file at: ``input_size`` (--input-size; fixed H/W must match it), else its
+    fixed H/W, else the size in its deploy metadata."""
     _, size = image_input(model, name)
+    if input_size is not None:
+        check_input_size_flag(input_size, size, name)
+        image_input(model, name, input_size)  # one fixed dim (H or W) must match it too
+        return input_size
     if size is None:
         cfg = preprocess_from_metadata(read_onnx_metadata(model), name)
         if cfg is None:
             raise SADeployError(f"{name} has a dynamic input size and no sa-deploy metadata saying which to use; "
-                                "export it with a fixed size")
+                                "pass --input-size S")
         size = cfg.input_size
     return size
 
 
-def artifacts_from_files(paths: list[str | Path]) -> list[Artifact]:
-    """Artifacts grouped by the model named in their metadata; named by their benchmark tag or file stem."""
+def artifacts_from_files(paths: list[str | Path], input_size: int | None = None) -> list[Artifact]:
+    """Artifacts grouped by the model named in their metadata (a file without: its file stem); named by their
+    benchmark tag or file stem. ``input_size``: the size to time files at (needed for dynamic H/W without
+    metadata)."""
     from sa_deploy.bench.variants import read_tags
 
     out = []
     for p in paths:
         model = load_onnx(p)
-        bench_input_size(model, Path(p).name)  # every file checked before any is timed
+        bench_input_size(model, Path(p).name, input_size)  # every file checked before any is timed
         meta = read_onnx_metadata(model)
         name, note = read_tags(p)
         if name == Path(p).stem and "lowering" in meta:  # an exported file: name it by its deploy config
             name = "naive" if meta["lowering"] == "none" else meta["lowering"]
             name += "" if meta.get("precision", "fp32") == "fp32" else f"-{meta['precision']}"
-        out.append(Artifact(meta.get("model", "artifacts"), name, Path(p), note))
+        out.append(Artifact(meta.get("model") or Path(p).stem, name, Path(p), note, input_size))
     names = [(a.group, a.name) for a in out]
     if len(set(names)) != len(names):  # two files with one tag: fall back to file names
-        out = [Artifact(a.group, a.path.stem, a.path, a.note) for a in out]
+        out = [Artifact(a.group, a.path.stem, a.path, a.note, a.input_size) for a in out]
     return out
 
 

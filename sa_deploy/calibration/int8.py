@@ -30,7 +30,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from sa_deploy.calibration.cache import RangeCache, RangeKey
 from sa_deploy.calibration.reader import BatchSource, FeedReader
 from sa_deploy.errors import SADeployError
-from sa_deploy.exporters.metadata import is_sa_deploy_onnx, read_onnx_metadata, set_onnx_metadata
+from sa_deploy.exporters.metadata import derived_metadata, is_sa_deploy_onnx, read_onnx_metadata, set_onnx_metadata
+from sa_deploy.models.preprocessing import PreprocessConfig
 from sa_deploy.util.atomic import atomic_path
 from sa_deploy.util.hashing import file_sha256
 
@@ -142,8 +143,11 @@ def check_choice(value: str, choices: Iterable[str], what: str) -> None:
 
 def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, source: BatchSource, method: str = "entropy",
                   flavour: str = "tensorrt", exclude_nodes: Iterable[str] = (), cache_dir: str | Path | None = None,
-                  keep_sa_gate_float: bool | None = None, batch_size: int = 16) -> QuantizeResult:
+                  keep_sa_gate_float: bool | None = None, batch_size: int = 16,
+                  preprocess: PreprocessConfig | None = None) -> QuantizeResult:
     """Static INT8 Q/DQ quantization of an FP32 ONNX file; ``source`` is a calibration source (ImageSource/NpzSource).
+    The INT8 file carries the source file's deploy metadata, with ``preprocess`` (the config ``source`` was
+    preprocessed with; None: the source file's) and a model name (the source's, else its file stem).
 
     ``exclude_nodes`` (node names of the FP32 graph) stay in float, as does the SA gate when
     ``keep_sa_gate_float`` (None: the flavour's default, float for tensorrt and quantized for cpu). Tensor ranges
@@ -184,10 +188,10 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, source: BatchSour
                             nodes_to_exclude=excluded, calibrate_method=METHODS[method],
                             extra_options=dict(fl.extra_options), calibration_cache_path=str(ranges))
             q = onnx.load(str(tmp_out))
-            set_onnx_metadata(q, {**meta, "precision": "int8", "int8_flavour": flavour,
+            set_onnx_metadata(q, {**meta, **derived_metadata(meta, fp32_onnx, preprocess, key.model_sha256),
+                                  "precision": "int8", "int8_flavour": flavour,
                                   "calibration_method": method, "calibration_count": str(len(source)),
                                   "calibration_fingerprint": fingerprint,
-                                  "source_onnx_sha256": key.model_sha256,
                                   "float_nodes": json.dumps(excluded),
                                   "sa_gate": "float" if keep_sa_gate_float else "int8"})
             onnx.save(q, str(tmp_out))

@@ -12,6 +12,7 @@ import onnx
 
 from sa_deploy.calibration.int8 import QuantizeResult, preprocess_for_quant, quantize_int8
 from sa_deploy.calibration.reader import BatchSource, make_reader
+from sa_deploy.models.preprocessing import PreprocessConfig
 
 
 @dataclass
@@ -101,8 +102,8 @@ class FallbackResult:
 def auto_fallback(fp32_onnx: str | Path, out_path: str | Path, calib: BatchSource,
                   drop_of: Callable[[Path], float], max_drop: float, method: str = "entropy",
                   flavour: str = "tensorrt", exclude_nodes: Iterable[str] = (), cache_dir: str | Path | None = None,
-                  per_round: int = 2, max_rounds: int = 5, sensitivity_source: BatchSource | None = None
-                  ) -> FallbackResult:
+                  per_round: int = 2, max_rounds: int = 5, sensitivity_source: BatchSource | None = None,
+                  preprocess: PreprocessConfig | None = None) -> FallbackResult:
     """Quantize, measure the top-1 drop with ``drop_of(path)``; while it exceeds ``max_drop`` keep the
     ``per_round`` nodes with the worst SQNR loss (not yet excluded) in float and re-quantize.
 
@@ -115,7 +116,8 @@ def auto_fallback(fp32_onnx: str | Path, out_path: str | Path, calib: BatchSourc
         cache = cache_dir if cache_dir is not None else tmp
         sens: list[TensorSensitivity] = []
         for _ in range(max_rounds + 1):
-            result = quantize_int8(fp32_onnx, out_path, calib, method, flavour, excluded, cache)
+            result = quantize_int8(fp32_onnx, out_path, calib, method, flavour, excluded, cache,
+                                   preprocess=preprocess)
             drop = drop_of(out_path)
             rounds.append(FallbackRound(list(excluded), drop, drop <= max_drop))
             if rounds[-1].passed or len(rounds) > max_rounds:

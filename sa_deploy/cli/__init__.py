@@ -27,6 +27,8 @@ EPILOG = """examples:
   sa-deploy validate --model sa_resnet_cifar --pretrained --data embedded \\
       --artifacts out/sa_resnet_cifar_fold.onnx out/sa_resnet_cifar_fold_fp16.onnx --json out/validation.json
   sa-deploy bench out/sa_resnet_cifar_fold.onnx out/sa_resnet_cifar_none.onnx --batch 1 8 --rounds 10
+  sa-deploy quantize my_model.onnx --calib imgs/ --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225   # your own ONNX
+  sa-deploy validate --reference my_model.onnx --data val/ --artifacts my_model_int8_tensorrt_entropy.onnx
 """
 
 

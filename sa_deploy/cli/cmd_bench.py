@@ -7,11 +7,13 @@ from pathlib import Path
 
 from rich.table import Table
 
-from sa_deploy.cli.common import batch_size, console, output_dir, positive_int, threads
+from sa_deploy.cli.common import batch_size, console, input_size, output_dir, positive_int, threads
 
 EXAMPLES = """examples:
   sa-deploy bench out/sa_resnet50_fold.onnx out/sa_resnet50_none.onnx --batch 1 8 --rounds 10
   sa-deploy bench out/*.onnx --runtimes onnxruntime openvino openvino-bf16   # same files, both runtimes
+  sa-deploy bench my_model.onnx my_model_int8_tensorrt_entropy.onnx --input-size 224   # any ONNX files; the size
+                                                    # is needed only when H/W are dynamic and there is no metadata
   python scripts/bench.py            # builds every variant of the registered models and benchmarks them
 """
 
@@ -19,8 +21,12 @@ EXAMPLES = """examples:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="latency of ONNX artifacts on onnxruntime / OpenVINO CPU, interleaved in rounds",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("artifacts", nargs="+", type=Path, help=".onnx files (grouped by the model in their metadata)")
+    p.add_argument("artifacts", nargs="+", type=Path,
+                   help=".onnx files (grouped by the model in their metadata, else by file name)")
     add_bench_args(p)
+    p.add_argument("--input-size", type=input_size, metavar="S", default=None,
+                   help="square input size to time at (default: the graph's fixed H/W, else the size in its "
+                        "sa-deploy metadata)")
     p.add_argument("--out", type=output_dir, default=Path("benchmarks"),
                    help="folder for RESULTS.md, results.json, latency.png (default: benchmarks/)")
     p.set_defaults(func=run)
@@ -67,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.artifacts if not p.is_file()]
     if missing:
         raise SADeployError(f"artifact not found: {', '.join(missing)}")
-    artifacts = artifacts_from_files(args.artifacts)
+    artifacts = artifacts_from_files(args.artifacts, args.input_size)
     command = "sa-deploy " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "sa-deploy bench ..."
     rows, report = run_benchmark(artifacts, args.out, command, tuple(args.batch), args.rounds, args.iters,
                                  args.threads, progress=lambda m: console.print(m, style="dim"),

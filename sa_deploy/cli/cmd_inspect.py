@@ -6,14 +6,24 @@ from pathlib import Path
 
 from rich.table import Table
 
-from sa_deploy.cli.common import console, mb
+from sa_deploy.cli.common import add_preprocess_args, console, mb, preprocess_overrides
+
+EXAMPLES = """examples:
+  sa-deploy inspect out/sa_resnet_cifar_fold.onnx
+  sa-deploy inspect my_model.onnx --json                   # any ONNX file, e.g. one sa-deploy did not write
+  sa-deploy inspect my_model.onnx --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225   # the preprocessing quantize
+                                                           # would use with these flags
+  sa-deploy inspect out/sa_resnet_cifar_fold_int8_cpu_entropy.xml
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="op histogram, parameters, ranks, dynamic dims and SA layers of an ONNX file "
-                                       "(or ops, weight precisions and inputs of an OpenVINO IR .xml)")
+    p = sub.add_parser("inspect", help="op histogram, parameters, ranks, dynamic dims, SA layers and preprocessing of "
+                                       "an ONNX file (or ops, weight precisions and inputs of an OpenVINO IR .xml)",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", type=Path)
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_preprocess_args(p, "inspect shows what the file's metadata and these flags resolve to (ONNX only)")
     p.set_defaults(func=run)
 
 
@@ -24,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
         return _inspect_ir(args)
 
     info = inspect_onnx(args.file)
+    preprocess = _preprocess(args)
     if args.json:
-        print(json.dumps(info.to_dict(), indent=2))
+        print(json.dumps({**info.to_dict(), "preprocess": preprocess}, indent=2))
         return 0
     console.print(f"[bold]{info.path}[/bold]: {mb(info.size_bytes)} MB, opset {info.opset}, {info.nodes} nodes, "
                   f"{info.parameters:,} parameters, max tensor rank {info.max_rank}")
@@ -37,7 +48,34 @@ def run(args: argparse.Namespace) -> int:
     per = info.sa_nodes_per_layer
     console.print(f"  SA layers: {info.sa_layers}" + (f" ({min(per.values())}-{max(per.values())} nodes each)"
                                                       if per else ""))
+    cfg = preprocess["config"]
+    if cfg:
+        console.print(f"  preprocessing (from {preprocess['origin']}): resize {cfg['resize']} "
+                      f"({cfg['interpolation']}), center crop {cfg['input_size']}, mean {tuple(cfg['mean'])}, "
+                      f"std {tuple(cfg['std'])}" + (f", {len(cfg['class_names'])} class names"
+                                                    if cfg["class_names"] else ""))
+    else:
+        console.print(f"  preprocessing: {preprocess['note']}")
     return _print_ops_and_config(info)
+
+
+def _preprocess(args: argparse.Namespace) -> dict:
+    """What quantize/validate would preprocess images with: {config, origin} (config None, with a ``note``, when
+    the file carries none and no flag is given, or when its input is not an image). Given flags must resolve."""
+    from sa_deploy import api
+    from sa_deploy.errors import SADeployError
+
+    overrides = preprocess_overrides(args)
+    try:
+        resolved = api.preprocess_of(args.file, overrides, required=False).to_dict()
+    except SADeployError as exc:
+        if overrides:
+            raise
+        return {"config": None, "origin": "none", "note": f"none usable ({exc})"}
+    if resolved["config"] is None:
+        resolved["note"] = ("none in the file; quantize and validate need --mean R G B --std R G B (and --input-size "
+                            "S when its H/W are dynamic)")
+    return resolved
 
 
 def _inspect_ir(args: argparse.Namespace) -> int:

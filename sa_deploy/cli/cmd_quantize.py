@@ -4,7 +4,15 @@ import argparse
 import json
 from pathlib import Path
 
-from sa_deploy.cli.common import console, mb, output_dir, output_file, positive_int
+from sa_deploy.cli.common import (
+    add_preprocess_args,
+    console,
+    mb,
+    output_dir,
+    output_file,
+    positive_int,
+    preprocess_overrides,
+)
 
 EXAMPLES = """examples:
   sa-deploy quantize out/sa_resnet_cifar_fold.onnx --calib cifar10/train    # a folder of images (flat or per class)
@@ -14,6 +22,13 @@ EXAMPLES = """examples:
       --exclude-nodes /layer1/layer1.0/conv1/Conv
   sa-deploy quantize out/sa_resnet_cifar_fold.onnx --precision fp16
   sa-deploy fp16 out/sa_resnet_cifar_fold.onnx          (same as --precision fp16)
+  sa-deploy quantize my_model.onnx --calib imgs/ --input-size 224 --resize 256 \
+      --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225   # an ONNX file sa-deploy did not write
+
+Any FP32 ONNX file with one float (N, 3, S, S) image input can be quantized: a file without sa-deploy metadata
+needs its preprocessing as flags (--mean/--std; --input-size defaults to the graph's fixed H/W, --resize to the
+input size); for an sa-deploy export each given flag replaces that field. The INT8 file carries the result, so
+validate, convert and bench need no flags for it.
 
 INT8 flavours: tensorrt = s8 symmetric activations and weights (zero point 0), per-channel weights on axis 0,
 Q/DQ on both residual Add inputs; cpu = u8 activations + s8 per-channel weights (fast on onnxruntime CPU).
@@ -25,10 +40,18 @@ Calibration ranges are cached per (model file, calibration data, method) in --ca
 """
 
 
+FP16_EXAMPLES = """examples:
+  sa-deploy fp16 out/sa_resnet_cifar_fold.onnx --out out/model_fp16.onnx
+  sa-deploy fp16 my_model.onnx                     # any FP32 ONNX file; needs no preprocessing
+  sa-deploy fp16 my_model.onnx --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225   # ... written into the FP16 file
+"""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("quantize", help="INT8 Q/DQ (calibrated) or FP16 ONNX from an FP32 export",
+    p = sub.add_parser("quantize", help="INT8 Q/DQ (calibrated) or FP16 ONNX from an FP32 ONNX file",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", type=Path, metavar="MODEL.onnx", help="FP32 ONNX from `sa-deploy export`")
+    p.add_argument("model", type=Path, metavar="MODEL.onnx",
+                   help="FP32 ONNX: from `sa-deploy export`, or any with one NCHW float image input (see below)")
     p.add_argument("--precision", choices=["int8", "fp16"], default="int8", help="target precision (default int8)")
     p.add_argument("--calib", type=Path, help="calibration images: folder (flat or per class), .npz, or `embedded` "
                    "(the CIFAR-10 calibration sample inside sa-deploy) (int8)")
@@ -44,13 +67,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="SA gate precision (default: float for --flavour tensorrt, int8 for --flavour cpu)")
     p.add_argument("--cache-dir", type=output_dir, help="calibration range cache folder (reused when still valid)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_preprocess_args(p, "the calibration images are preprocessed with the result")
     p.set_defaults(func=run)
-    f = sub.add_parser("fp16", help="FP16 ONNX (FP32 inputs/outputs) from an FP32 export",
-                       epilog="examples:\n  sa-deploy fp16 out/sa_resnet_cifar_fold.onnx --out out/model_fp16.onnx\n",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    f = sub.add_parser("fp16", help="FP16 ONNX (FP32 inputs/outputs) from an FP32 ONNX file",
+                       epilog=FP16_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("model", type=Path, metavar="MODEL.onnx")
     f.add_argument("--out", type=output_file, help="output file (default: next to MODEL, suffixed _fp16)")
     f.add_argument("--json", action="store_true")
+    add_preprocess_args(f, "optional for fp16: given, the FP16 file carries the result")
     f.set_defaults(func=run, precision="fp16")
 
 
@@ -58,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
     from sa_deploy import api
     from sa_deploy.errors import SADeployError
 
+    overrides = preprocess_overrides(args)
     if args.precision == "fp16":
-        path = api.fp16(args.model, args.out)
+        path = api.fp16(args.model, args.out, preprocess=overrides)
         if args.json:
             print(json.dumps({"path": str(path), "precision": "fp16"}))
         else:
@@ -69,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         raise SADeployError("--calib DIR|FILE.npz|embedded is required for int8 (calibration images)")
     res = api.quantize(args.model, args.calib, args.out, args.method, args.flavour, args.num,
                        tuple(args.exclude_nodes), args.cache_dir,
-                       keep_sa_gate_float=None if args.sa_gate is None else args.sa_gate == "float")
+                       keep_sa_gate_float=None if args.sa_gate is None else args.sa_gate == "float",
+                       preprocess=overrides)
     if args.json:
         print(json.dumps(res.to_dict(), indent=2))
         return 0
@@ -77,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
                   f"method {res.method}, {res.num_calibration} calibration images, "
                   f"ranges {'from cache' if res.cache_hit else 'calibrated'}, {len(res.excluded_nodes)} float nodes, "
                   f"{res.seconds:.1f}s)")
-    console.print(f"next:\n  sa-deploy validate --model MODEL --checkpoint CKPT --data DIR --artifacts {args.model} "
-                  f"{res.path}")
+    console.print(f"next:\n  sa-deploy validate --reference {args.model} --data DIR --artifacts {res.path}\n"
+                  f"  sa-deploy validate --model MODEL --checkpoint CKPT --data DIR --artifacts {args.model} "
+                  f"{res.path}   (vs PyTorch)")
     return 0

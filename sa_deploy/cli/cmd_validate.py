@@ -7,6 +7,7 @@ from rich.table import Table
 
 from sa_deploy.cli.common import (
     add_model_args,
+    add_preprocess_args,
     batch_size,
     console,
     finite_float,
@@ -14,6 +15,7 @@ from sa_deploy.cli.common import (
     output_dir,
     output_file,
     positive_int,
+    preprocess_overrides,
     threads,
 )
 
@@ -25,13 +27,20 @@ EXAMPLES = """examples:
       --artifacts fp32.onnx int8.onnx --auto-fallback --calib train/
   sa-deploy validate --model sa_resnet50 --checkpoint model_best.pth.tar --data ILSVRC2012_img_val/ \\
       --labels val.txt --num 5000 --artifacts out/sa_resnet50_fold.onnx
+  sa-deploy validate --reference my_model.onnx --data val/ \
+      --artifacts my_model_int8_tensorrt_entropy.onnx my_model_fp16.onnx   # no PyTorch model: vs the FP32 ONNX
+
+Reference: --model (PyTorch FP32) or --reference FP32.onnx (onnxruntime), e.g. an ONNX file sa-deploy did not
+write. Its images are preprocessed as its metadata says; a file without sa-deploy metadata uses what the
+artifacts made from it by `sa-deploy quantize`/`fp16` carry (when they agree), else the preprocessing flags
+(--mean/--std, ...); given flags replace those fields in every case.
 
 Images (--data): one sub-folder per class; a flat folder of images with --labels FILE (CSV `filename,label`
 with a header, or `filename label` lines as in ImageNet's val.txt; labels are 0-based class indices or the
 model's class names); an .npz (images/labels); or `embedded`: the 1,000 CIFAR-10 validation images inside
 sa-deploy (their card: sa_deploy/data/embedded/cifar10_sample.card.json).
 
-Budget: the allowed top-1 drop vs PyTorch FP32, in points; default 0.1 for fp32/fp16 artifacts and 1.0 for int8
+Budget: the allowed top-1 drop vs the FP32 reference, in points; default 0.1 for fp32/fp16 artifacts and 1.0 for int8
 (--max-drop overrides it for all). Exit code 3 when an artifact is over budget.
 --auto-fallback: for an INT8 artifact over budget, re-quantize it (same method/flavour) keeping the nodes with the
 worst SQNR loss in float, round by round, until it fits; needs the FP32 ONNX it came from among --artifacts.
@@ -39,9 +48,12 @@ worst SQNR loss in float, round by round, until it fits; needs the FP32 ONNX it 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("validate", help="top-1/top-5 of PyTorch and each artifact on labeled images, drop, parity",
+    p = sub.add_parser("validate", help="top-1/top-5 of the FP32 reference (PyTorch or ONNX) and each artifact on "
+                                        "labeled images, drop, parity",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(p)
+    add_model_args(p, required=False)
+    p.add_argument("--reference", type=Path, metavar="FP32.onnx",
+                   help="compare with this FP32 ONNX file on onnxruntime instead of a PyTorch --model")
     p.add_argument("--data", type=Path, required=True, help="labeled images: one sub-folder per class, a flat folder "
                    "with --labels, an .npz, or `embedded` (see below)")
     p.add_argument("--labels", type=Path, metavar="FILE", help="labels file for a flat --data folder")
@@ -58,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=threads, default=None, help="CPU threads for PyTorch and onnxruntime "
                                                              "(default: all cores; use 1 on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_preprocess_args(p, "validate preprocesses the images with the result (see below)")
     p.set_defaults(func=run)
 
 
@@ -78,6 +91,16 @@ def run(args: argparse.Namespace) -> int:
     from sa_deploy.errors import SADeployError
     from sa_deploy.report.render import write_json
 
+    if (args.model is None) == (args.reference is None):
+        raise SADeployError("pass --model NAME or --reference FP32.onnx" + ("" if args.model is None else
+                                                                             ", not both"))
+    if args.reference is not None:
+        given = [f for f, v in (("--checkpoint", args.checkpoint), ("--pretrained", args.pretrained),
+                                ("--num-classes", args.num_classes), ("--allow-nonfinite", args.allow_nonfinite))
+                 if v]
+        if given:
+            raise SADeployError(f"{given[0]} describes a PyTorch --model; with --reference the ONNX file is the "
+                                "reference")
     if args.auto_fallback and args.calib is None:
         raise SADeployError("--auto-fallback needs --calib DIR|FILE.npz (images to re-calibrate on)")
     for a in args.artifacts:
@@ -88,10 +111,14 @@ def run(args: argparse.Namespace) -> int:
         from sa_deploy.util.atomic import check_writable
 
         check_writable(args.json, owned_report_file)
-    model = load_model(args)
-    report = api.validate(model, args.data, args.artifacts, args.max_drop, args.num, args.batch_size,
+    overrides = preprocess_overrides(args)
+    reference = args.reference if args.reference is not None else load_model(args)
+    report = api.validate(reference, args.data, args.artifacts, args.max_drop, args.num, args.batch_size,
                           progress=not args.no_progress, threads=args.threads, auto_fallback=args.auto_fallback,
-                          calib=args.calib, cache_dir=args.cache_dir, labels=args.labels)
+                          calib=args.calib, cache_dir=args.cache_dir, labels=args.labels, preprocess=overrides)
+    src = report.reference_source
+    if src.get("kind") == "onnx":
+        console.print(f"reference: {src['path']} on onnxruntime (fp32); preprocessing from {src['preprocess_from']}")
     for fb in report.fallbacks:
         rounds = ", ".join(f"{len(x['excluded_nodes'])} float nodes: drop {x['drop']:+.2f}" for x in fb["rounds"])
         console.print(f"auto-fallback {Path(fb['artifact']).name} -> {Path(fb['quantize']['path']).name}: {rounds}")

@@ -9,7 +9,7 @@ from typing import Callable
 
 from rich.console import Console
 
-from sa_deploy.models.preprocessing import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+from sa_deploy.models.preprocessing import INTERPOLATIONS, MAX_INPUT_SIZE, MIN_INPUT_SIZE
 
 console = Console(highlight=False, soft_wrap=True)
 if not console.is_terminal:  # logs and CI: wide tables instead of rich's 80-column default
@@ -18,6 +18,7 @@ if not console.is_terminal:  # logs and CI: wide tables instead of rich's 80-col
 MAX_THREADS = 1024
 MAX_BATCH = 1024
 MAX_CLASSES = 100_000
+MAX_CLASS_NAMES_BYTES = 10_000_000
 
 
 def int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
@@ -37,6 +38,7 @@ def int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
 
 positive_int = int_in(1)
 input_size = int_in(MIN_INPUT_SIZE, MAX_INPUT_SIZE)
+resize_size = int_in(MIN_INPUT_SIZE, 4 * MAX_INPUT_SIZE)  # PreprocessConfig's bound
 threads = int_in(1, MAX_THREADS)
 batch_size = int_in(1, MAX_BATCH)
 
@@ -50,6 +52,47 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a normalization std)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def class_names_file(text: str) -> tuple[str, ...]:
+    """argparse type: a UTF-8 text file with one class name per line (in output order): not empty, no duplicates,
+    no blank line among the names (trailing blank lines are ignored; names are stripped)."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{path} is not a file" if path.exists() else f"{path} not found")
+    if path.stat().st_size > MAX_CLASS_NAMES_BYTES:
+        raise argparse.ArgumentTypeError(f"{path.name} is larger than {MAX_CLASS_NAMES_BYTES // 1_000_000} MB; "
+                                         "expected one class name per line")
+    try:
+        lines = path.read_bytes().decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"{path.name} is not UTF-8 text (byte {exc.start}); expected one class "
+                                         "name per line") from None
+    names = [ln.strip() for ln in lines]
+    while names and not names[-1]:
+        names.pop()
+    if not names:
+        raise argparse.ArgumentTypeError(f"{path.name} is empty; expected one class name per line")
+    if "" in names:
+        raise argparse.ArgumentTypeError(f"{path.name}: line {names.index('') + 1} is blank; expected one class "
+                                         "name per line")
+    if len(names) > MAX_CLASSES:
+        raise argparse.ArgumentTypeError(f"{path.name} lists {len(names)} names (at most {MAX_CLASSES})")
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names, 1):
+        if n in seen:
+            raise argparse.ArgumentTypeError(f"{path.name}: {n!r} is on lines {seen[n]} and {i}; class names must be "
+                                             "distinct")
+        seen[n] = i
+    return tuple(names)
 
 
 def _no_file_above(path: Path) -> None:
@@ -90,6 +133,40 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="classifier size if not the model's default")
     g.add_argument("--allow-nonfinite", action="store_true",
                    help="load a checkpoint even if some weights are NaN/Inf (refused by default)")
+
+
+def add_preprocess_args(p: argparse.ArgumentParser, purpose: str = "") -> None:
+    """The preprocessing flags: for an ONNX file sa-deploy did not write (no ``sa_deploy.preprocess`` metadata) they
+    are its preprocessing (--mean and --std required); for one it wrote, each given flag replaces that field."""
+    g = p.add_argument_group(
+        "preprocessing", "for an ONNX file without sa-deploy metadata (--mean and --std required then; the input "
+        "size defaults to the graph's fixed H/W, --resize to the input size); for an sa-deploy file each flag "
+        "replaces that field" + (f"; {purpose}" if purpose else ""))
+    g.add_argument("--input-size", type=input_size, metavar="S",
+                   help=f"square model input (crop) size, {MIN_INPUT_SIZE}..{MAX_INPUT_SIZE}")
+    g.add_argument("--resize", type=resize_size, metavar="R",
+                   help="resize the shorter image side to R before the center crop (>= the input size)")
+    g.add_argument("--interpolation", choices=INTERPOLATIONS, help="resize interpolation (default bilinear)")
+    g.add_argument("--mean", type=finite_float, nargs=3, metavar=("R", "G", "B"),
+                   help="per-channel mean subtracted after scaling pixels to 0..1")
+    g.add_argument("--std", type=positive_float, nargs=3, metavar=("R", "G", "B"),
+                   help="per-channel std divided by after the mean (positive)")
+    g.add_argument("--class-names", type=class_names_file, metavar="FILE",
+                   help="UTF-8 text file, one class name per line in output order")
+
+
+def preprocess_overrides(args: argparse.Namespace):
+    """The preprocessing flags given (PreprocessOverrides; empty when none), checked together."""
+    from sa_deploy.errors import SADeployError
+    from sa_deploy.exporters.preprocess_flags import PreprocessOverrides
+
+    v = {k: getattr(args, k, None) for k in ("input_size", "resize", "interpolation", "mean", "std", "class_names")}
+    if v["input_size"] is not None and v["resize"] is not None and v["resize"] < v["input_size"]:
+        raise SADeployError(f"--resize {v['resize']} is smaller than --input-size {v['input_size']} (images are "
+                            "resized, then center-cropped to the input size)")
+    for k in ("mean", "std"):
+        v[k] = tuple(v[k]) if v[k] is not None else None
+    return PreprocessOverrides(**v)
 
 
 def load_model(args: argparse.Namespace):

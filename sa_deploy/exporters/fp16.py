@@ -11,7 +11,8 @@ from typing import Iterable
 import onnx
 
 from sa_deploy.errors import SADeployError
-from sa_deploy.exporters.metadata import is_sa_deploy_onnx, read_onnx_metadata, set_onnx_metadata
+from sa_deploy.exporters.metadata import derived_metadata, is_sa_deploy_onnx, read_onnx_metadata, set_onnx_metadata
+from sa_deploy.models.preprocessing import PreprocessConfig
 from sa_deploy.util.atomic import write_bytes_atomic
 
 SA_FP32_OPS = ("InstanceNormalization",)
@@ -23,8 +24,10 @@ def default_block_list() -> list[str]:
     return sorted(set(DEFAULT_OP_BLOCK_LIST) | set(SA_FP32_OPS))
 
 
-def convert_fp16(fp32_onnx: str | Path, out_path: str | Path, block_list: Iterable[str] | None = None) -> Path:
-    """Write an FP16 copy of ``fp32_onnx`` (atomic); ``block_list`` = op types kept in FP32 (None: default)."""
+def convert_fp16(fp32_onnx: str | Path, out_path: str | Path, block_list: Iterable[str] | None = None,
+                 preprocess: PreprocessConfig | None = None) -> Path:
+    """Write an FP16 copy of ``fp32_onnx`` (atomic); ``block_list`` = op types kept in FP32 (None: default). The copy
+    carries the source's deploy metadata with ``preprocess`` (when given) and a model name (see derived_metadata)."""
     from onnxconverter_common import float16
 
     from sa_deploy.exporters.inspect import load_onnx
@@ -37,8 +40,9 @@ def convert_fp16(fp32_onnx: str | Path, out_path: str | Path, block_list: Iterab
     blocked = default_block_list() if block_list is None else sorted(set(block_list))
     _unshare_initializers(model, set(blocked))
     half = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked)
-    set_onnx_metadata(half, {**meta, "precision": "fp16", "fp16_fp32_ops": ",".join(
-        op for op in blocked if any(n.op_type == op for n in model.graph.node)) or "none"})
+    kept_fp32 = ",".join(op for op in blocked if any(n.op_type == op for n in model.graph.node)) or "none"
+    set_onnx_metadata(half, {**meta, **derived_metadata(meta, src, preprocess), "precision": "fp16",
+                             "fp16_fp32_ops": kept_fp32})
     onnx.checker.check_model(half)
     return write_bytes_atomic(out_path, half.SerializeToString(), owned=is_sa_deploy_onnx)
 

@@ -73,6 +73,20 @@ def preprocess_from_metadata(meta: dict[str, str], where: str = "the model") -> 
                             "`sa-deploy export`") from None
 
 
+def derived_metadata(source_meta: dict[str, str], source: Path, preprocess: PreprocessConfig | None,
+                     source_sha256: str | None = None) -> dict[str, str]:
+    """What a file converted from ``source`` (INT8, FP16) says about its origin beyond the source's own metadata:
+    the model name (the source's, else its file stem), the preprocessing it was resolved with (when given; a file
+    sa-deploy did not write has none of its own), and the source file's SHA-256."""
+    from sa_deploy.util.hashing import file_sha256
+
+    out = {"model": source_meta.get("model") or Path(source).stem,
+           "source_onnx_sha256": source_sha256 or file_sha256(source)}
+    if preprocess is not None:
+        out["preprocess"] = preprocess.to_json()
+    return out
+
+
 def is_sa_deploy_onnx(path: Path) -> bool:
     """Whether an existing file is an ONNX model sa-deploy wrote (and may overwrite): its producer is sa-deploy
     (exports) or it carries ``sa_deploy.*`` metadata (every FP16 / INT8 file made from an export)."""

@@ -1,4 +1,5 @@
-"""Top-1/top-5 of any Runner on a labeled source, the drop vs the PyTorch reference, parity on the same images,
+"""Top-1/top-5 of any Runner on a labeled source, the drop vs the reference (PyTorch, or an FP32 ONNX file on
+onnxruntime), parity on the same images,
 and the accuracy budget gate (BudgetExceededError -> exit code 3)."""
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sa_deploy.backends.base import Runner
 from sa_deploy.errors import BudgetExceededError, SADeployError
 from sa_deploy.validate.parity import ParityStats, compare
 
-# default allowed top-1 drop (points) vs PyTorch FP32, per precision
+# default allowed top-1 drop (points) vs the FP32 reference, per precision
 DEFAULT_MAX_DROP: dict[str, float] = {"fp32": 0.1, "fp16": 0.1, "bf16": 0.5, "int8": 1.0}
 
 
@@ -58,6 +59,7 @@ class ValidationReport:
     reference: AccuracyResult
     results: list[AccuracyResult]
     fallbacks: list[dict[str, Any]] = field(default_factory=list)  # what api.validate(auto_fallback=True) did
+    reference_source: dict[str, Any] = field(default_factory=dict)  # what the reference was (api.Reference.to_dict)
 
     @property
     def gating(self) -> list[AccuracyResult]:
@@ -71,13 +73,15 @@ class ValidationReport:
     def to_dict(self) -> dict[str, Any]:
         out = {"reference": self.reference.to_dict(), "results": [r.to_dict() for r in self.results],
                "passed": self.passed}
+        if self.reference_source:
+            out["reference_source"] = self.reference_source
         if self.fallbacks:
             out["auto_fallback"] = self.fallbacks
         return out
 
     def raise_if_failed(self) -> None:
         """BudgetExceededError (exit 3) when an artifact is over its accuracy budget or outside its precision's
-        parity tolerance against PyTorch (NaN/Inf outputs included)."""
+        parity tolerance against the reference (NaN/Inf outputs included)."""
         bad = [r for r in self.gating if not r.passed]
         if not bad:
             return
@@ -90,7 +94,7 @@ class ValidationReport:
                          f"{worst.drop:.2f} points > allowed {worst.max_drop:g}")
         if off:
             r = off[0]
-            parts.append(f"{len(off)} artifact(s) outside the parity tolerance vs PyTorch, e.g. {r.name} "
+            parts.append(f"{len(off)} artifact(s) outside the parity tolerance vs the reference, e.g. {r.name} "
                          f"({r.precision}): {r.parity.reason()}")
         raise BudgetExceededError("; ".join(parts))
 
@@ -161,7 +165,7 @@ def artifact_precision(path: str | Path) -> str:
 def validate_artifacts(reference: Runner, artifacts: Iterable[str | Path], source: LabeledSource,
                        max_drop: float | None = None, batch_size: int = 64, progress: bool = True,
                        reference_name: str = "pytorch fp32", threads: int | None = None) -> ValidationReport:
-    """Accuracy of PyTorch and of each artifact on the same images; ``max_drop`` overrides the per-precision
+    """Accuracy of the reference and of each artifact on the same images; ``max_drop`` overrides the per-precision
     defaults (DEFAULT_MAX_DROP); ``threads`` caps each artifact runner's threads. Does not raise on budget
     failures: call ``report.raise_if_failed()``."""
     from sa_deploy.backends import open_runner
@@ -175,7 +179,7 @@ def validate_artifacts(reference: Runner, artifacts: Iterable[str | Path], sourc
         with open_runner(path, threads) as runner:
             pred = predict(runner, source, batch_size, path.name, progress)
         if pred.logits.shape[1:] != ref_pred.logits.shape[1:]:
-            raise SADeployError(f"{path.name} gives outputs of shape {pred.logits.shape[1:]}, PyTorch "
+            raise SADeployError(f"{path.name} gives outputs of shape {pred.logits.shape[1:]}, the reference "
                                 f"{ref_pred.logits.shape[1:]} (an artifact of another model?)")
         results.append(score(path.name, artifact_precision(path), pred, ref_pred, ref.top1, max_drop))
     return ValidationReport(ref, results)
