@@ -180,15 +180,18 @@ def openvino_parity(ir_path: str | Path, source_onnx: str | Path, precision: str
 
 
 def export_openvino(source: str | Path | nn.Module, out: str | Path | None = None, fp16_weights: bool = False,
-                    parity: bool = True, preprocess: PreprocessConfig | None = None, name: str | None = None,
-                    lowering: str = "fold", input_size: int | None = None) -> OpenVINOResult:
+                    parity: bool = True, preprocess: "PreprocessConfig | PreprocessOverrides | dict | None" = None,
+                    name: str | None = None, lowering: str = "fold", input_size: int | None = None) -> OpenVINOResult:
     """OpenVINO IR (.xml + .bin) from an sa-deploy ONNX file: FP32, FP32 with ``fp16_weights`` (compressed), or
     INT8 from a Q/DQ ONNX. Default output beside the ONNX: ``<stem>_fp32.xml`` / ``<stem>_fp16.xml``, and
     ``<stem>.xml`` for a Q/DQ file (its name already says int8). Parity is checked against the source ONNX.
 
-    ``source`` may also be a model (``create_model``, or any nn.Module with ``preprocess`` and ``name`` as for
-    ``export``): it is exported to ``<out>/<name>_<lowering>.onnx`` first (``out`` is then a folder, default
-    ``out``; parity vs PyTorch) and the IR is made from that file (``result.onnx``)."""
+    For an ONNX file sa-deploy did not write, ``preprocess`` (overrides, as for ``quantize``) is recorded in the IR;
+    none is needed (parity uses the graph's fixed H/W, or ``preprocess``'s input size).
+
+    ``source`` may also be a model (``create_model``, or any nn.Module with a PreprocessConfig ``preprocess`` and a
+    ``name`` as for ``export``): it is exported to ``<out>/<name>_<lowering>.onnx`` first (``out`` is then a folder,
+    default ``out``; parity vs PyTorch) and the IR is made from that file (``result.onnx``)."""
     from sa_deploy.backends.openvino.export import convert_onnx
 
     if isinstance(source, nn.Module):
@@ -198,16 +201,27 @@ def export_openvino(source: str | Path | nn.Module, out: str | Path | None = Non
         result.onnx = onnx_result
         return result
     onnx_path = Path(source)
-    input_size = deploy_preprocess(onnx_path).input_size
+    cfg = deploy_preprocess(onnx_path, preprocess, required=False)
+    size = cfg.input_size if cfg is not None else _fixed_input_size(onnx_path)
     if out is None:
         from sa_deploy.exporters.inspect import load_onnx
         from sa_deploy.exporters.metadata import read_onnx_metadata
 
         int8 = read_onnx_metadata(load_onnx(onnx_path)).get("precision") == "int8"
         out = derived_path(onnx_path, "" if int8 else ("fp16" if fp16_weights else "fp32"), suffix=".xml")
-    exp = convert_onnx(onnx_path, out, fp16_weights)
-    stats = openvino_parity(exp.path, onnx_path, exp.precision, input_size) if parity else []
+    exp = convert_onnx(onnx_path, out, fp16_weights, cfg)
+    stats = openvino_parity(exp.path, onnx_path, exp.precision, size) if parity else []
     return OpenVINOResult(exp, stats)
+
+
+def _fixed_input_size(onnx_path: Path) -> int:
+    from sa_deploy.exporters.inspect import image_input, load_onnx
+
+    fixed = image_input(load_onnx(onnx_path), onnx_path.name)[1]
+    if fixed is None:
+        raise SADeployError(f"{onnx_path.name} has a dynamic H/W and no sa-deploy preprocessing: pass --input-size S "
+                            "(and --mean/--std to record the preprocessing in the IR)")
+    return fixed
 
 
 # --- precision: INT8 / FP16 artifacts and their accuracy -----------------------------------------------------------

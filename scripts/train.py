@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from sa_deploy.data.resolve import default_data_dir
 from sa_deploy.data.sources import ImageSource
 from sa_deploy.models import create_model
+from sa_deploy.util.hashing import file_sha256
 
 
 def log(run_dir: Path, msg: str) -> None:
@@ -141,6 +142,13 @@ def main(argv: list[str] | None = None) -> int:
             state.setdefault("rescheduled", []).append({"at_step": state["step"],
                                                         "total_steps": state["total_steps"]})
         log(args.run_dir, f"resumed at step {state['step']} (epoch {state['epoch']})")
+    if args.init_from and not resuming:  # a later stage: its card says where it started from, and what that took
+        prev_card = args.init_from.with_suffix(".card.json")
+        prev = json.loads(prev_card.read_text()) if prev_card.is_file() else {}
+        state["init_from"] = {"weights": str(args.init_from), "sha256": file_sha256(args.init_from),
+                              **{k: prev[k] for k in ("val_top1", "commands", "curve") if k in prev},
+                              "epochs": prev.get("total_epochs", prev.get("epochs", 0)),
+                              "train_minutes": prev.get("total_train_minutes", prev.get("train_minutes", 0))}
     state.setdefault("commands", []).append(
         "python scripts/train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
     gen = torch.Generator().manual_seed(args.seed + state["epoch"])
@@ -177,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             state["step"] += 1
             loss_sum += loss.item() * len(idx)
             seen += len(idx)
-            if state["total_steps"] is None and state["step"] == 30:
-                step_time = (time.time() - t_epoch) / 30
+            probe = min(30, steps_per_epoch)  # steps timed before the schedule is sized (fewer on tiny data)
+            if state["total_steps"] is None and state["step"] == probe:
+                step_time = (time.time() - t_epoch) / probe
                 if args.time_budget_min:
                     # leave ~8% for evaluation/checkpoints
                     budget_steps = int(0.92 * args.time_budget_min * 60 / step_time)
@@ -213,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "curve": state["curve"], "rescheduled": state.get("rescheduled", []),
         "preprocess": cfg.to_dict(),
     }
+    if state.get("init_from"):
+        card["init_from"] = state["init_from"]
+        card["total_epochs"] = round(card["epochs"] + state["init_from"].get("epochs", 0), 2)
+        card["total_train_minutes"] = round(card["train_minutes"] + state["init_from"].get("train_minutes", 0), 1)
     (args.run_dir / "model_card.json").write_text(json.dumps(card, indent=2))
     if args.export_to:
         args.export_to.mkdir(parents=True, exist_ok=True)

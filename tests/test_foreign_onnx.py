@@ -251,3 +251,17 @@ def test_api_overrides_and_fallback_with_onnx_reference(foreign, int8, work):
                                 calib_num=32, out=work / "fallback.onnx", max_rounds=0)
     assert res.passed and len(res.rounds) == 1 and np.isfinite(res.rounds[0].drop)
     assert _meta(work / "fallback.onnx")["preprocess"] == _meta(int8)["preprocess"]
+
+
+def test_convert_foreign_onnx_to_openvino(foreign, work, capsys):
+    pytest.importorskip("openvino", reason="openvino extra not installed")
+    from sa_deploy.backends.openvino.inspect import read_ir_metadata
+
+    bare, flagged = work / "bare.xml", work / "flagged.xml"
+    rc, out, err = _run(["convert", str(foreign), "--to", "openvino", "--out", str(bare)], capsys)
+    assert rc == 0 and "pass" in out, err  # parity at the graph's fixed 32x32, no flags needed
+    assert "preprocess" not in read_ir_metadata(bare)
+    rc, out, err = _run(["convert", str(foreign), "--to", "openvino", "--out", str(flagged), *FLAGS], capsys)
+    assert rc == 0, err
+    meta = read_ir_metadata(flagged)
+    assert json.loads(meta["preprocess"])["mean"] == list(CIFAR10_MEAN) and meta["model"] == "foreign"

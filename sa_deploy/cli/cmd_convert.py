@@ -5,12 +5,14 @@ from pathlib import Path
 
 from rich.table import Table
 
-from sa_deploy.cli.common import console, mb
+from sa_deploy.cli.common import add_preprocess_args, console, mb, preprocess_overrides
 
 EXAMPLES = """examples:
   sa-deploy convert out/sa_resnet_cifar_fold.onnx --to openvino                  # FP32 IR
   sa-deploy convert out/sa_resnet_cifar_fold.onnx --to openvino --fp16-weights   # FP16-compressed weights
   sa-deploy convert out/sa_resnet_cifar_fold_int8_cpu_entropy.onnx --to openvino # INT8 from the Q/DQ ONNX
+  sa-deploy convert my_model.onnx --to openvino --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225
+      # an ONNX file sa-deploy did not write: the flags are recorded in the IR (optional)
 needs: pip install 'sa-deploy[openvino]'; writes NAME.xml + NAME.bin (the deploy config is in the IR's rt_info)
 """
 
@@ -18,11 +20,12 @@ needs: pip install 'sa-deploy[openvino]'; writes NAME.xml + NAME.bin (the deploy
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert an sa-deploy ONNX file to another runtime's format (OpenVINO IR)",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", type=Path, help="ONNX file written by sa-deploy (FP32 export or INT8 Q/DQ)")
+    p.add_argument("file", type=Path, help="FP32 or INT8 Q/DQ ONNX file (sa-deploy's or your own)")
     p.add_argument("--to", choices=["openvino"], default="openvino", help="target format (default: openvino)")
     p.add_argument("--fp16-weights", action="store_true", help="store weights as FP16 (FP32 ONNX only)")
     p.add_argument("--out", type=Path, default=None, help="NAME.xml (default: beside FILE)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check against the ONNX file")
+    add_preprocess_args(p, "optional for convert: given, the IR carries the result")
     p.set_defaults(func=run)
 
 
@@ -30,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from sa_deploy import api
     from sa_deploy.errors import BudgetExceededError
 
-    result = api.export_openvino(args.file, args.out, args.fp16_weights, parity=not args.no_parity)
+    result = api.export_openvino(args.file, args.out, args.fp16_weights, parity=not args.no_parity,
+                                 preprocess=preprocess_overrides(args))
     exp = result.export
     console.print(f"[bold]converted[/bold] {exp.path} (+ {exp.path.with_suffix('.bin').name}; {mb(exp.size_bytes)} MB, "
                   f"{exp.precision}, OpenVINO {exp.metadata['openvino_version']}, {exp.seconds:.1f} s)")

@@ -39,12 +39,14 @@ class PreprocessOverrides:
         return bool(self.given())
 
     @classmethod
-    def of(cls, value: "PreprocessOverrides | dict | None") -> "PreprocessOverrides":
-        """From an instance, a dict of fields (the Python API), or None (nothing given)."""
+    def of(cls, value: "PreprocessOverrides | PreprocessConfig | dict | None") -> "PreprocessOverrides":
+        """From an instance, a dict of fields (the Python API), a whole PreprocessConfig, or None (nothing given)."""
         if value is None:
             return cls()
         if isinstance(value, cls):
             return value
+        if isinstance(value, PreprocessConfig):
+            value = value.to_dict()
         if not isinstance(value, dict):
             raise SADeployError(f"preprocessing overrides must be a dict of fields, got {type(value).__name__}")
         unknown = sorted(set(value) - {f.name for f in fields(cls)})

@@ -18,6 +18,7 @@ from sa_deploy.backends.openvino.inspect import RT_INFO_KEY
 from sa_deploy.errors import SADeployError
 from sa_deploy.exporters.inspect import load_onnx
 from sa_deploy.exporters.metadata import read_onnx_metadata
+from sa_deploy.models.preprocessing import PreprocessConfig
 from sa_deploy.util.atomic import atomic_path, check_writable
 from sa_deploy.util.hashing import file_sha256
 
@@ -44,8 +45,10 @@ def ir_precision(onnx_precision: str, fp16_weights: bool) -> str:
     return "fp16" if fp16_weights else "fp32"
 
 
-def convert_onnx(onnx_path: str | Path, out: str | Path, fp16_weights: bool = False) -> OpenVINOExport:
-    """Write ``out`` (.xml) + its .bin from an sa-deploy ONNX file; returns what was written."""
+def convert_onnx(onnx_path: str | Path, out: str | Path, fp16_weights: bool = False,
+                 preprocess: PreprocessConfig | None = None) -> OpenVINOExport:
+    """Write ``out`` (.xml) + its .bin from an ONNX file; returns what was written. The IR's rt_info carries the
+    file's sa-deploy metadata, with ``preprocess`` (the resolved one, e.g. from flags) in place of its own."""
     ov = import_openvino("OpenVINO export")
     onnx_path, out = Path(onnx_path), Path(out)
     if out.suffix != ".xml":
@@ -58,6 +61,9 @@ def convert_onnx(onnx_path: str | Path, out: str | Path, fp16_weights: bool = Fa
         model = ov.convert_model(str(onnx_path))
     except Exception as exc:  # OpenVINO raises its own exception types for unsupported graphs
         raise SADeployError(f"OpenVINO cannot convert {onnx_path.name}: {str(exc).splitlines()[0][:200]}") from None
+    if preprocess is not None:
+        meta["preprocess"] = preprocess.to_json()
+        meta.setdefault("model", onnx_path.stem)
     config = {**meta, "format": "openvino", "precision": precision, "source_onnx_sha256": file_sha256(onnx_path),
               "openvino_version": ov.__version__.split("-")[0]}
     for key, value in sorted(config.items()):
