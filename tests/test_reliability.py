@@ -2,6 +2,7 @@
 fails a command, NaN never reads as equal, and data sources skip what they cannot open without hanging."""
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -208,3 +209,13 @@ def test_an_internal_bug_keeps_its_traceback(monkeypatch, capsys):
     assert main(["list-models"]) == 70
     err = capsys.readouterr().err
     assert "Traceback" in err and "ZeroDivisionError: a bug" in err and "bug in sa-deploy" in err
+
+
+def test_report_json_writes_nan_as_null(tmp_path):
+    """JSON has no NaN: a non-finite number (the parity of NaN logits) is written as null; strict readers load it."""
+    from sa_deploy.report.render import write_json
+
+    path = write_json(tmp_path / "r.json", {"cosine": float("nan"), "rows": [{"max_abs": np.float32("inf")}],
+                                            "top1": np.float32(81.5), "n": 3})
+    data = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert data["cosine"] is None and data["rows"][0]["max_abs"] is None and data["top1"] == 81.5 and data["n"] == 3

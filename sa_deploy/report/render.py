@@ -4,8 +4,11 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
+import numbers
 import re
 from pathlib import Path
+from typing import Any
 
 from sa_deploy.report.plots import all_charts
 from sa_deploy.util.atomic import head_bytes, png_software, write_bytes_atomic
@@ -150,5 +153,17 @@ def write_json(path: str | Path, payload: dict) -> Path:
     ``sa_deploy_version``, is the signature that lets a later write replace it."""
     from sa_deploy import __version__
 
-    stamped = {"sa_deploy_version": __version__, **payload}
-    return write_bytes_atomic(path, json.dumps(stamped, indent=2, default=str).encode(), owned=owned_report_file)
+    stamped = _finite({"sa_deploy_version": __version__, **payload})
+    data = json.dumps(stamped, indent=2, default=str, allow_nan=False).encode()
+    return write_bytes_atomic(path, data, owned=owned_report_file)
+
+
+def _finite(value: Any) -> Any:
+    """NaN / Inf (a non-finite parity number, say) as null: JSON has no NaN, and strict readers reject one."""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):  # numpy floats too
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
