@@ -334,7 +334,8 @@ def sensitivity(fp32_onnx: str | Path, int8_onnx: str | Path, calib: Any, num: i
 def check_artifact(path: str | Path, input_size: int | None = None, num_classes: int | None = None) -> None:
     """Open an artifact far enough to know it can run, before any data is read: a known format; an ONNX file
     passes ``load_onnx`` and takes one (N, 3, S, S) image input of the data's size (and gives ``num_classes``
-    logits when its output size is fixed); an .mlpackage is structurally sound (``check_mlpackage``)."""
+    logits when its output size is fixed); an .mlpackage is structurally sound (``check_mlpackage``); an .xml is an
+    IR OpenVINO reads, with one float (N, 3, S, S) image input."""
     from sa_deploy.backends import backend_for
     from sa_deploy.exporters.inspect import OnnxFileError, image_input, load_onnx
 
@@ -354,6 +355,10 @@ def check_artifact(path: str | Path, input_size: int | None = None, num_classes:
         from sa_deploy.backends.coreml.mil_reader import check_mlpackage
 
         check_mlpackage(p)
+    elif p.suffix == ".xml":
+        from sa_deploy.backends.openvino.inspect import check_ir_image_input, read_ir
+
+        check_ir_image_input(read_ir(p), p.name, input_size)
 
 
 @dataclass

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import stat
 import struct
@@ -65,6 +66,7 @@ class Workspace:
             for i in range(2):
                 Image.fromarray(self.images[i]).save(self.data / split / "a" / f"{i}.png")
         self.mlpackage = _tiny_mlpackage(shared / "tiny.mlpackage")
+        self.ir = _ir(self.onnx, shared / "good.xml")
         (root / "cwd").mkdir()
 
     def case(self, cid: str) -> Path:
@@ -95,6 +97,19 @@ def _tiny_mlpackage(path: Path) -> Path | None:
                                           "sa_deploy.preprocess": CIFAR10_32.to_json()})
     mlmodel.save(str(path))
     return path
+
+
+def _ir(onnx_path: Path, xml: Path) -> Path | None:
+    """The workspace's ONNX as an OpenVINO IR (sa-deploy's converter), or None without openvino."""
+    try:
+        from sa_deploy.backends.openvino.export import convert_onnx
+        return convert_onnx(onnx_path, xml).path
+    except ImportError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - MissingDependencyError is an SADeployError
+        if "not installed" in str(exc):
+            return None
+        raise
 
 
 @pytest.fixture(scope="module")
@@ -800,6 +815,63 @@ _ml_case("package-empty-folder", lambda p: shutil.rmtree(p) or p.mkdir())
 _ml_case("package-symlink-loop", lambda p: shutil.rmtree(p) or os.symlink(p, p))
 
 
+# OpenVINO IRs: `validate --artifacts X.xml` and `inspect X.xml` -----------------------------------------------------
+
+def _ov_case(cid: str, damage: Callable[[Path, Path], object], commands=("validate", "inspect")) -> None:
+    """A copy of the workspace's IR (m.xml + m.bin) damaged by ``damage(xml, bin)``, run through ``commands``."""
+    for command in commands:
+        def build(w: Workspace, d: Path, damage=damage, command=command) -> list[str]:
+            xml, bin_ = d / "m.xml", d / "m.bin"
+            shutil.copy(w.ir, xml)
+            shutil.copy(w.ir.with_suffix(".bin"), bin_)
+            damage(xml, bin_)
+            return {"validate": ["validate", *MODEL, "--pretrained", "--data", str(w.npz), "--artifacts", str(xml),
+                                 "--no-progress"],
+                    "inspect": ["inspect", str(xml)]}[command]
+        case("openvino", f"{cid}[{command}]", needs="openvino")(build)
+
+
+def _xml(fn: Callable[[str], str]) -> Callable[[Path, Path], None]:
+    return lambda xml, _: xml.write_text(fn(xml.read_text()))
+
+
+def _first_const_attr(text: str, attr: str, value: str) -> str:
+    return re.sub(rf'(type="Const".*?<data [^>]*?){attr}="[^"]*"', rf'\g<1>{attr}="{value}"', text, count=1,
+                  flags=re.S)
+
+
+_ov_case("xml-empty", _xml(lambda t: ""))
+_ov_case("xml-truncated", _xml(lambda t: t[:len(t) // 2]))
+_ov_case("xml-garbage", lambda xml, _: xml.write_bytes(os.urandom(4096)))
+_ov_case("xml-not-utf8", lambda xml, _: xml.write_bytes(b"\xff\xfe<net version=\"11\">"))
+_ov_case("xml-html", _xml(lambda t: "<html><body>not an IR</body></html>"))
+_ov_case("xml-an-onnx-file", lambda xml, _: xml.write_bytes(
+    helper.make_model(helper.make_graph([], "g", [], [])).SerializeToString()))
+_ov_case("ir-version-999", _xml(lambda t: t.replace('version="11"', 'version="999"', 1)))
+_ov_case("ir-version-missing", _xml(lambda t: t.replace(' version="11"', "", 1)))
+_ov_case("unknown-op", _xml(lambda t: re.sub(r'type="(Sigmoid|Relu)"', 'type="Frobnicate"', t, count=1)))
+_ov_case("no-edges", _xml(lambda t: re.sub(r"<edges>.*</edges>", "<edges></edges>", t, flags=re.S)))
+_ov_case("no-layers", _xml(lambda t: re.sub(r"<layers>.*</edges>", "<layers></layers><edges></edges>", t,
+                                            flags=re.S)))
+_ov_case("const-offset-past-bin", _xml(lambda t: _first_const_attr(t, "offset", "999999999")))
+_ov_case("const-size-huge", _xml(lambda t: _first_const_attr(t, "size", str(1 << 40))))
+_ov_case("const-offset-negative", _xml(lambda t: _first_const_attr(t, "offset", "-8")))
+_ov_case("input-int32", _xml(lambda t: t.replace('element_type="f32" />', 'element_type="i32" />', 1)),
+         commands=("validate",))
+_ov_case("input-one-channel", _xml(lambda t: t.replace('shape="?,3,32,32"', 'shape="?,1,32,32"', 1)),
+         commands=("validate",))
+_ov_case("input-64x64", _xml(lambda t: t.replace('shape="?,3,32,32"', 'shape="?,3,64,64"', 1)),
+         commands=("validate",))
+_ov_case("bin-missing", lambda _, b: b.unlink())
+_ov_case("bin-empty", lambda _, b: b.write_bytes(b""))
+_ov_case("bin-truncated", lambda _, b: b.write_bytes(b.read_bytes()[:100]))
+_ov_case("bin-a-folder", lambda _, b: b.unlink() or b.mkdir())
+_ov_case("bin-fifo", lambda _, b: _replace_with(b, os.mkfifo))
+_ov_case("xml-fifo", lambda x, _: _replace_with(x, os.mkfifo))
+_ov_case("xml-a-folder", lambda x, _: x.unlink() or x.mkdir())
+_ov_case("xml-dangling-link", lambda x, _: x.unlink() or os.symlink(x.with_name("gone.xml"), x))
+
+
 def _rename_main(spec) -> None:
     spec.mlProgram.functions["other"].CopyFrom(spec.mlProgram.functions["main"])
     del spec.mlProgram.functions["main"]
@@ -842,8 +914,10 @@ def _diff(before: dict, after: dict) -> list[str]:
 def test_malformed_input(c: Case, ws: Workspace, capsys, monkeypatch):
     if c.needs == "coreml" and ws.mlpackage is None:
         pytest.skip("coremltools is not installed")
+    if c.needs == "openvino" and ws.ir is None:
+        pytest.skip("openvino is not installed")
     monkeypatch.chdir(ws.root / "cwd")  # a relative default path would show up in the snapshot
-    argv = c.build(ws, ws.case(c.id.replace("/", "_").replace(" ", "_")))
+    argv = c.build(ws, ws.case(f"{c.category}-{c.id}".replace("/", "_").replace(" ", "_")))
     capsys.readouterr()
     before = snapshot(ws.root)
     rc = main(argv)
@@ -859,12 +933,12 @@ def test_malformed_input(c: Case, ws: Workspace, capsys, monkeypatch):
 
 
 def test_corpus_size():
-    """At least 150 distinct malformed inputs (an input run through two commands counts once), in five
+    """At least 150 distinct malformed inputs (an input run through two commands counts once), in six
     categories; the per-category counts are printed for the issue's note."""
     distinct = Counter(c.category for c in {(c.category, c.id.split("[")[0]): c for c in CASES}.values())
     runs = Counter(c.category for c in CASES)
     print({k: (distinct[k], runs[k]) for k in runs})
-    assert set(distinct) == {"checkpoint", "onnx", "data", "flags", "mlpackage"}
+    assert set(distinct) == {"checkpoint", "onnx", "data", "flags", "mlpackage", "openvino"}
     assert sum(distinct.values()) >= 150 and min(distinct.values()) >= 20
 
 
@@ -873,6 +947,8 @@ def test_controls(ws: Workspace, capsys):
     assert main(["inspect", str(ws.onnx)]) == 0
     assert main(["lint", "--target", "tensorrt", str(ws.onnx)]) == 0
     create_model("sa_resnet_cifar", checkpoint=ws.ck)
+    if ws.ir is not None:
+        assert main(["inspect", str(ws.ir)]) == 0
     if ws.mlpackage is not None:
         from sa_deploy.backends.coreml.mil_reader import check_mlpackage
 

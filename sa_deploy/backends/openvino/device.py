@@ -14,6 +14,16 @@ def import_openvino(purpose: str = "OpenVINO"):
     return require("openvino", "openvino", purpose)
 
 
+def ov_error(exc: BaseException, limit: int = 200) -> str:
+    """The line of an OpenVINO exception that says what is wrong (its first lines name C++ source locations)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Exception from ", "Check '"))]
+    line = (useful or lines or [type(exc).__name__])[0]
+    if line.startswith("Unable to read the model"):
+        return "not a model this OpenVINO can read"
+    return line[:limit]
+
+
 @lru_cache(maxsize=1)
 def cpu_capabilities() -> tuple[str, ...]:
     ov = import_openvino("reading the CPU's capabilities")

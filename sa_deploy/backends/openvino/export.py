@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sa_deploy.backends.openvino.device import import_openvino
+from sa_deploy.backends.openvino.device import import_openvino, ov_error
 from sa_deploy.backends.openvino.inspect import RT_INFO_KEY
 from sa_deploy.errors import SADeployError
 from sa_deploy.exporters.inspect import load_onnx
@@ -60,7 +60,7 @@ def convert_onnx(onnx_path: str | Path, out: str | Path, fp16_weights: bool = Fa
     try:
         model = ov.convert_model(str(onnx_path))
     except Exception as exc:  # OpenVINO raises its own exception types for unsupported graphs
-        raise SADeployError(f"OpenVINO cannot convert {onnx_path.name}: {str(exc).splitlines()[0][:200]}") from None
+        raise SADeployError(f"OpenVINO cannot convert {onnx_path.name}: {ov_error(exc)}") from None
     if preprocess is not None:
         meta["preprocess"] = preprocess.to_json()
         meta.setdefault("model", onnx_path.stem)

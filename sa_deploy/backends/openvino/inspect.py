@@ -2,11 +2,12 @@
 in its rt_info. Read-only (validation and ``sa-deploy inspect`` use it)."""
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sa_deploy.backends.openvino.device import import_openvino
+from sa_deploy.backends.openvino.device import import_openvino, ov_error
 from sa_deploy.errors import SADeployError
 
 RT_INFO_KEY = "sa_deploy"
@@ -29,16 +30,56 @@ class IRInfo:
         return d
 
 
+# IR versions OpenVINO 2026 reads; anything else makes it try every other frontend (and log their failures)
+IR_VERSIONS = ("10", "11")
+IMAGE_TYPES = ("f32", "f16")
+
+
+def check_ir_files(path: str | Path) -> Path:
+    """Both files of the IR are regular files and the .xml is an IR of a version OpenVINO reads; one-line errors."""
+    p = Path(path)
+    for f in (p, p.with_suffix(".bin")):
+        if not f.is_file():
+            raise SADeployError(f"OpenVINO IR not found: {p} (needs {p.name} and {p.with_suffix('.bin').name} as "
+                                f"files{'; ' + f.name + ' is a folder' if f.is_dir() else ''})")
+    head = p.open("rb").read(4096)
+    match = re.search(rb"<net\b[^>]*?\bversion=\"([^\"]*)\"", head)
+    if match is None:
+        raise SADeployError(f"{p.name} is not an OpenVINO IR (no <net ... version=...> element at its start)")
+    version = match.group(1).decode("ascii", "replace")
+    if version not in IR_VERSIONS:
+        raise SADeployError(f"{p.name} is an OpenVINO IR of version {version[:20]!r}; this OpenVINO reads "
+                            f"versions {', '.join(IR_VERSIONS)} (re-convert it with `sa-deploy convert`)")
+    return p
+
+
 def read_ir(path: str | Path):
     """The ov.Model of an IR file, or one clear error."""
     ov = import_openvino("reading an OpenVINO IR")
-    p = Path(path)
-    if not p.is_file() or not p.with_suffix(".bin").is_file():
-        raise SADeployError(f"OpenVINO IR not found: {p} (needs {p.name} and {p.with_suffix('.bin').name})")
+    p = check_ir_files(path)
     try:
-        return ov.Core().read_model(str(p))
+        model = ov.Core().read_model(str(p))
     except RuntimeError as exc:
-        raise SADeployError(f"{p.name} is not a readable OpenVINO IR: {str(exc).splitlines()[0][:160]}") from None
+        raise SADeployError(f"{p.name} is not a readable OpenVINO IR: {ov_error(exc)}") from None
+    if not model.inputs or not model.outputs:
+        raise SADeployError(f"{p.name} is an OpenVINO IR without {'inputs' if not model.inputs else 'outputs'}: "
+                            "not a model sa-deploy can run")
+    return model
+
+
+def check_ir_image_input(model, name: str, input_size: int | None = None) -> None:
+    """One float (N, 3, S, S) image input (S = ``input_size`` when the IR fixes it): what validation feeds."""
+    if len(model.inputs) != 1:
+        raise SADeployError(f"{name} has {len(model.inputs)} inputs; sa-deploy feeds one (N, 3, S, S) image input")
+    port = model.inputs[0]
+    shape, etype = port.get_partial_shape(), port.get_element_type().get_type_name()
+    dims = [d.get_length() if d.is_static else None for d in shape] if shape.rank.is_static else None
+    if etype not in IMAGE_TYPES or dims is None or len(dims) != 4 or dims[1] not in (3, None):
+        raise SADeployError(f"{name}'s input is {etype} {shape}; sa-deploy feeds a float (N, 3, S, S) image")
+    fixed = {d for d in dims[2:] if d is not None}
+    if input_size is not None and fixed and fixed != {input_size}:
+        raise SADeployError(f"{name} takes {shape} inputs, the images are {input_size}x{input_size} (an artifact "
+                            "of another model or input size?)")
 
 
 def metadata_of(model) -> dict[str, str]:

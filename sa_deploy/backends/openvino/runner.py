@@ -8,8 +8,16 @@ from pathlib import Path
 import numpy as np
 
 from sa_deploy.backends.base import Runner
-from sa_deploy.backends.openvino.device import check_hint, import_openvino
+from sa_deploy.backends.openvino.device import check_hint, import_openvino, ov_error
+from sa_deploy.backends.openvino.inspect import read_ir
 from sa_deploy.errors import SADeployError
+
+
+def _read_onnx(core, path: Path):
+    try:
+        return core.read_model(str(path))
+    except RuntimeError as exc:
+        raise SADeployError(f"OpenVINO cannot read {path.name}: {ov_error(exc)}") from None
 
 
 class OpenVINORunner(Runner):
@@ -27,10 +35,7 @@ class OpenVINORunner(Runner):
         ov = import_openvino("running an OpenVINO model")
         check_hint(self.precision_hint)
         core = ov.Core()
-        try:
-            model = core.read_model(str(self.path))
-        except RuntimeError as exc:
-            raise SADeployError(f"OpenVINO cannot read {self.path.name}: {str(exc).splitlines()[0][:200]}") from None
+        model = read_ir(self.path) if self.path.suffix == ".xml" else _read_onnx(core, self.path)
         config = {"INFERENCE_PRECISION_HINT": self.precision_hint, "INFERENCE_NUM_THREADS": self.threads,
                   "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         self.compiled = core.compile_model(model, "CPU", config)
