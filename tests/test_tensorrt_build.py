@@ -12,7 +12,7 @@ from tensorrt_graphs import pipeline_graphs
 from sa_deploy.backends import open_runner
 from sa_deploy.backends.trt.build import FLAGS, STRONG, build_engine, plan_typing
 from sa_deploy.backends.trt.runner import TensorRTRunner
-from sa_deploy.backends.trt.sidecar import Profile, Sidecar, make_sidecar, read_sidecar, sidecar_path, write_sidecar
+from sa_deploy.backends.trt.sidecar import Profile, Sidecar, make_sidecar, read_sidecar, sidecar_path, write_engine
 from sa_deploy.cli import main
 from sa_deploy.errors import MissingDependencyError, SADeployError
 from sa_deploy.util.hashing import bytes_sha256
@@ -69,9 +69,9 @@ def _sidecar(engine_bytes: bytes, version="10.3.0", cc="9.0", name="NVIDIA H100 
 
 def test_sidecar_roundtrip_and_checks(tmp_path):
     engine = tmp_path / "m.engine"
-    engine.write_bytes(b"serialized engine")
-    write_sidecar(engine, _sidecar(b"serialized engine"))
-    assert sidecar_path(engine).name == "m.engine.json"
+    assert write_engine(engine, b"serialized engine", _sidecar(b"serialized engine")).name == "m.engine.json"
+    assert engine.read_bytes() == b"serialized engine" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "m.engine", "m.engine.json"]
     side = read_sidecar(engine)
     assert side.deploy_config["model"] == "sa_resnet50" and side.profile["opt"] == [8, 3, 224, 224]
     assert side.build_seconds == 12.35 and side.built_at.endswith("+00:00") and side.batch_range == (1, 32)
@@ -162,3 +162,21 @@ def test_runner_without_tensorrt(tmp_path, monkeypatch):
     assert isinstance(runner, TensorRTRunner)
     with pytest.raises(MissingDependencyError, match="running a TensorRT engine needs 'tensorrt'"):
         runner.activate()
+
+
+def test_engine_and_sidecar_are_written_together(tmp_path, monkeypatch):
+    """A failure while writing leaves neither file; a user's file named like the engine is never replaced."""
+    def disk_full(self):
+        raise OSError("disk full")
+
+    engine = tmp_path / "sub" / "m.engine"
+    monkeypatch.setattr(Sidecar, "to_dict", disk_full)  # fails after the engine's temp file was written
+    with pytest.raises(OSError, match="disk full"):
+        write_engine(engine, b"serialized engine", _sidecar(b"serialized engine"))
+    monkeypatch.undo()
+    assert not (tmp_path / "sub").exists()  # no engine, no sidecar, not even the folder it created
+    mine = tmp_path / "mine.engine"
+    mine.write_bytes(b"the user's engine")
+    with pytest.raises(SADeployError, match="not written by sa-deploy|sa-deploy did not write"):
+        write_engine(mine, b"new", _sidecar(b"new"))
+    assert mine.read_bytes() == b"the user's engine" and not sidecar_path(mine).exists()

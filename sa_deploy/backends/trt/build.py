@@ -17,7 +17,7 @@ from sa_deploy.backends.lint_report import LintReport
 from sa_deploy.backends.trt.calibrator import LEGACY_CALIBRATORS, make_calibrator
 from sa_deploy.backends.trt.env import cuda_gpu, import_tensorrt, trt_major
 from sa_deploy.backends.trt.lint import graph_precision, lint_model
-from sa_deploy.backends.trt.sidecar import Profile, Sidecar, make_sidecar, owned_engine, owned_sidecar, write_sidecar
+from sa_deploy.backends.trt.sidecar import Profile, Sidecar, make_sidecar, owned_engine, owned_sidecar, write_engine
 from sa_deploy.backends.trt.sidecar import sidecar_path as sidecar_file
 from sa_deploy.errors import SADeployError
 from sa_deploy.exporters.inspect import load_onnx
@@ -204,6 +204,5 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, precision
                            typing=plan.mode, profile=profile, onnx_sha256=bytes_sha256(data),
                            onnx_path=str(onnx_path), engine_sha256=bytes_sha256(engine_bytes),
                            build_seconds=seconds, options=options)
-    write_bytes_atomic(out, engine_bytes, owned=owned_engine)
-    side = write_sidecar(out, sidecar)
+    side = write_engine(out, engine_bytes, sidecar)
     return EngineBuild(out, side, sidecar, report, len(engine_bytes))

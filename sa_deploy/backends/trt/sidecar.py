@@ -14,7 +14,7 @@ from typing import Any
 
 from sa_deploy import __version__
 from sa_deploy.errors import SADeployError
-from sa_deploy.util.atomic import write_bytes_atomic
+from sa_deploy.util.atomic import atomic_path
 from sa_deploy.util.hashing import bytes_sha256
 
 SCHEMA = 1
@@ -109,9 +109,16 @@ def make_sidecar(*, deploy_config: dict[str, str], trt_version: str, gpu: dict[s
                    datetime.now(timezone.utc).isoformat(timespec="seconds"), options=dict(options or {}))
 
 
-def write_sidecar(engine: str | Path, sidecar: Sidecar) -> Path:
-    return write_bytes_atomic(sidecar_path(engine), (json.dumps(sidecar.to_dict(), indent=2) + "\n").encode(),
-                              owned=owned_sidecar)
+def write_engine(engine: str | Path, engine_bytes: bytes, sidecar: Sidecar) -> Path:
+    """The engine and its sidecar as one unit: both written to temp files first, then put in place back to back
+    (sidecar, then engine), so a failure while writing leaves neither; returns the sidecar's path. Each may replace
+    only sa-deploy's own file (an engine is ours when its sidecar is)."""
+    engine = Path(engine)
+    with atomic_path(engine, owned_engine) as tmp_engine, \
+            atomic_path(sidecar_path(engine), owned_sidecar) as tmp_sidecar:
+        tmp_engine.write_bytes(engine_bytes)
+        tmp_sidecar.write_text(json.dumps(sidecar.to_dict(), indent=2) + "\n")
+    return sidecar_path(engine)
 
 
 def owned_sidecar(path: Path) -> bool:
