@@ -15,6 +15,7 @@ from torch import nn
 
 from sa_deploy import api
 from sa_deploy.errors import SADeployError
+from sa_deploy.exporters.inspect import inspect_onnx
 from sa_deploy.exporters.metadata import read_onnx_metadata
 from sa_deploy.models import SALayer
 from sa_deploy.models.preprocessing import CIFAR10_32, PreprocessConfig
@@ -264,6 +265,16 @@ def test_api_exports_a_user_model_with_fold(tmp_path):
     assert {d["name"]: d["form"] for d in json.loads(meta["sa_layers"])} == EXPECTED_FORMS
     ops = [n.op_type for n in onnx.load(str(exp.path)).graph.node]
     assert ops.count("InstanceNormalization") == 5 and ops.count("Transpose") == 2  # 2 shuffles left, rank 4
+    assert inspect_onnx(exp.path).sa_layers == 5
+
+
+@pytest.mark.parametrize("lowering", ["reshape-transpose", "fold"])
+def test_inspect_counts_sa_layers_of_a_user_model_in_every_precision(tmp_path, lowering):
+    """Counted by structure (their names are the user's): FP32, FP16 and both INT8 flavours, each lowering."""
+    fp32 = api.export(randomized(UserNet()), tmp_path, lowering, preprocess=PREPROCESS).export.path
+    files = [fp32, api.fp16(fp32)] + [api.quantize(fp32, "embedded", flavour=f, num=16, method="minmax").path
+                                      for f in ("cpu", "tensorrt")]
+    assert [inspect_onnx(f).sa_layers for f in files] == [5, 5, 5, 5]
 
 
 def test_api_names_a_user_model_and_needs_its_preprocessing(tmp_path):
@@ -296,3 +307,11 @@ def test_api_exports_a_user_model_to_coreml(tmp_path):
     assert res.parity and all(s.passed for s in res.parity)
     meta = read_coreml_metadata(res.export.path)
     assert meta["model_source"] == f"module {__name__}.UserNet" and meta["model"] == "UserNet"
+
+
+def test_naive_export_of_an_op_onnx_lacks_is_a_clear_error(tmp_path):
+    """nn.ChannelShuffle (the re-implementation's shuffle) has no ONNX export: lowering none says so in one line,
+    the lowerings replace it and export."""
+    with pytest.raises(SADeployError, match="torch.onnx cannot export UserNet: .*channel_shuffle"):
+        api.export(randomized(UserNet()), tmp_path, "none", preprocess=PREPROCESS)
+    assert not list(tmp_path.iterdir())

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
                           + (f"  (dynamic: {', '.join(dynamic)})" if dynamic else ""))
     per = info.sa_nodes_per_layer
     console.print(f"  SA layers: {info.sa_layers}" + (f" ({min(per.values())}-{max(per.values())} nodes each)"
-                                                      if per else ""))
+                                                      if per else "") + _lowered_as(info.metadata))
     cfg = preprocess["config"]
     if cfg:
         console.print(f"  preprocessing (from {preprocess['origin']}): resize {cfg['resize']} "
@@ -104,5 +104,17 @@ def _print_ops_and_config(info) -> int:
     console.print(table)
     if info.metadata:
         console.print("  deploy config: " + ", ".join(f"{k}={v}" for k, v in info.metadata.items()
-                                                      if k != "preprocess"))
+                                                      if k not in ("preprocess", "sa_layers")))
     return 0
+
+
+def _lowered_as(metadata: dict[str, str]) -> str:
+    """', lowered as: 3 fold, 2 reshape-transpose' from the export's per-layer record (--json has every layer)."""
+    from collections import Counter
+
+    try:
+        layers = json.loads(metadata.get("sa_layers", "[]"))
+        forms = Counter(layer["form"] for layer in layers)
+    except (ValueError, TypeError, KeyError):
+        return ""
+    return f"; lowered as {', '.join(f'{n} {form}' for form, n in forms.items())}" if forms else ""

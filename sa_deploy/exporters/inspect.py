@@ -195,36 +195,42 @@ def sa_scopes(model: onnx.ModelProto) -> dict[str, int]:
     return dict(counts)
 
 
-def count_sa_gates(model: onnx.ModelProto) -> int:
-    """SA layers recognised by structure when names are gone: InstanceNormalization feeding a Sigmoid path."""
+_TRANSPARENT = ("QuantizeLinear", "DequantizeLinear", "Cast")
+
+
+def count_sa_gates(model: onnx.ModelProto, max_hops: int = 8) -> int:
+    """SA layers recognised by structure, whatever the names, lowering or precision: each SA layer has one
+    InstanceNormalization (its spatial branch; the naive export's GroupNorm becomes one too) whose output reaches a
+    Sigmoid within a few nodes (Reshape, Mul, Add, Q/DQ, Cast between them)."""
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in model.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-    found = 0
-    for n in model.graph.node:
-        if n.op_type != "InstanceNormalization":
-            continue
-        frontier, seen = list(n.output), 0
-        while frontier and seen < 4:
-            nxt = []
-            for t in frontier:
-                for c in consumers.get(t, []):
-                    if c.op_type == "Sigmoid":
-                        found += 1
-                        frontier = []
-                        break
-                    nxt += list(c.output)
-            frontier = nxt if frontier else []
-            seen += 1
-    return found
+
+    def reaches_sigmoid(start: onnx.NodeProto) -> bool:
+        frontier, seen = [(t, 0) for t in start.output], set()
+        while frontier:
+            tensor, hops = frontier.pop()
+            for c in consumers.get(tensor, []):
+                if c.op_type == "Sigmoid":
+                    return True
+                cost = 0 if c.op_type in _TRANSPARENT else 1  # Q/DQ pairs and casts are not steps of the formula
+                if id(c) not in seen and hops + cost <= max_hops:
+                    seen.add(id(c))
+                    frontier += [(t, hops + cost) for t in c.output]
+        return False
+
+    return sum(n.op_type == "InstanceNormalization" and reaches_sigmoid(n) for n in model.graph.node)
 
 
 def inspect_onnx(path: str | Path) -> OnnxInfo:
     model = load_onnx(path)
     hist = Counter(n.op_type for n in model.graph.node)
     params = int(sum(np.prod(t.dims) if t.dims else 1 for t in model.graph.initializer))
+    gates = count_sa_gates(model)
     scopes = sa_scopes(model)
+    if len(scopes) != gates:  # scope names say nodes per layer only when they name every SA layer (ours do)
+        scopes = {}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return OnnxInfo(
         path=str(path), nodes=len(model.graph.node), op_histogram=dict(sorted(hist.items(), key=lambda kv: -kv[1])),
@@ -233,7 +239,7 @@ def inspect_onnx(path: str | Path) -> OnnxInfo:
                 for i in model.graph.input],
         outputs=[{"name": o.name, "shape": _dims(o), "dtype": _dtype(o.type.tensor_type.elem_type)}
                  for o in model.graph.output],
-        sa_layers=len(scopes) if scopes else count_sa_gates(model), sa_nodes_per_layer=scopes, opset=opset,
+        sa_layers=gates, sa_nodes_per_layer=scopes, opset=opset,
         metadata=read_onnx_metadata(model), size_bytes=Path(path).stat().st_size)
 
 

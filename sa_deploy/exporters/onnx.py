@@ -17,6 +17,7 @@ import onnx
 import torch
 from torch import nn
 
+from sa_deploy.errors import SADeployError
 from sa_deploy.exporters.metadata import deploy_config, is_sa_deploy_onnx, set_onnx_metadata, weights_sha256
 from sa_deploy.exporters.simplify import simplify as simplify_model
 from sa_deploy.models.deploy_config import DeployConfig, deploy_config_of
@@ -51,9 +52,14 @@ def to_onnx_model(module: nn.Module, input_size: int, opset: int = OPSET) -> onn
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example_input(input_size),), buf, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False, do_constant_folding=True,
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        try:
+            torch.onnx.export(module, (example_input(input_size),), buf, input_names=[INPUT_NAME],
+                              output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
+                              do_constant_folding=True,
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        except torch.onnx.errors.OnnxExporterError as exc:  # e.g. an op with no ONNX form (aten::channel_shuffle)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise SADeployError(f"torch.onnx cannot export {type(module).__name__}: {first}") from None
     return onnx.load_from_string(buf.getvalue())
 
 
