@@ -9,10 +9,11 @@ scale). What the naive export of each does and what its form changes: docs/atten
         ReduceMax over (h, w), not a MaxPool whose kernel is the feature map's size; no Reshape.
 - ECA:  the 1-D conv across channels runs on (b, 1, c, 1) as a (k x 1) Conv2d between two Transposes: rank 4, no
         Squeeze/Unsqueeze, and the gate broadcasts in the Mul (no Shape -> Expand).
-- GC:   the context (softmax attention pooling as a MatMul, the fastest form measured on onnxruntime) is kept; the
-        LayerNorm over the (c/r, 1, 1) transform vector becomes InstanceNormalization on its (b, 1, c/r, 1)
-        transpose plus the per-channel affine: opset-17 LayerNormalization is not in TensorRT 8.5's ONNX parser
-        (JetPack 5) and not in the CoreML reference executor.
+- GC:   the context in rank 4 without shape arithmetic: softmax over (h, w) of the logit map written out (ReduceMax,
+        Sub, Exp, ReduceSum, Div) and ReduceSum(x * map) instead of Reshape(b, c, h*w) + MatMul (whose Shape/Gather
+        chains only onnxsim removes); the LayerNorm over the (c/r, 1, 1) transform vector becomes
+        InstanceNormalization on its (b, 1, c/r, 1) transpose plus the per-channel affine: opset-17
+        LayerNormalization is not in TensorRT 8.5's ONNX parser (JetPack 5) nor in the CoreML reference executor.
 """
 from __future__ import annotations
 
@@ -111,7 +112,9 @@ class ChannelLayerNorm(nn.Module):
 
 
 class GCDeploy(nn.Module):
-    """GC with its LayerNorm as ChannelLayerNorm; context and fusion as in the reference."""
+    """GC in rank 4 with no shape arithmetic: the softmax over the h*w positions of the (b, 1, h, w) logit map as
+    exp(l - max) / sum, the context as ReduceSum over (h, w) of x times that map (no Reshape of x, no MatMul); the
+    LayerNorm as ChannelLayerNorm; fusion by addition as in the reference."""
 
     def __init__(self, gc: GCBlock) -> None:
         super().__init__()
@@ -122,7 +125,8 @@ class GCDeploy(nn.Module):
         self.transform = nn.Sequential(reduce, ChannelLayerNorm(ln), nn.ReLU(), expand)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        weights = torch.softmax(self.mask(x).reshape(b, 1, h * w), dim=-1)  # (b, 1, hw)
-        context = torch.matmul(x.reshape(b, c, h * w), weights.transpose(1, 2))  # (b, c, 1)
-        return x + self.transform(context.reshape(b, c, 1, 1))
+        logits = self.mask(x)  # (b, 1, h, w)
+        e = torch.exp(logits - logits.amax(dim=(2, 3), keepdim=True))
+        weights = e / e.sum(dim=(2, 3), keepdim=True)
+        context = (x * weights).sum(dim=(2, 3), keepdim=True)  # (b, c, 1, 1)
+        return x + self.transform(context)

@@ -45,7 +45,7 @@ for _cls, _form in (
                       "shared MLP once on [avg | max] as 1x1 convs, ReduceMax pooling, no Reshape")),
     (ECAModule, DeployForm("eca-rank4", ECADeploy, "Conv1d on (b, 1, c) -> (k x 1) Conv2d on (b, 1, c, 1), no "
                                                    "Shape/Expand")),
-    (GCBlock, DeployForm("gc-instancenorm", GCDeploy,
-                         "LayerNorm([c/r, 1, 1]) -> InstanceNormalization on the transpose + affine")),
+    (GCBlock, DeployForm("gc-rank4", GCDeploy, "Reshape + MatMul context -> rank-4 ReduceSum(x * softmax map); "
+                                                "LayerNorm -> InstanceNormalization on the transpose + affine")),
 ):
     register_deploy_form(_cls, _form)
