@@ -7,6 +7,7 @@ import torch
 
 from sa_deploy.errors import CheckpointError
 from sa_deploy.models import create_model, read_checkpoint
+from sa_deploy.models.random_weights import randomize
 
 
 def _official(model: torch.nn.Module, path, prefix: str = "module.") -> None:
@@ -67,6 +68,22 @@ def test_groups_mismatch_names_the_cause(tmp_path):
     torch.save(create_model("sa_resnet_cifar", sa_groups=4).state_dict(), tmp_path / "g4.pth")
     with pytest.raises(CheckpointError, match="SA groups"):
         create_model("sa_resnet_cifar", checkpoint=tmp_path / "g4.pth")
+
+
+@pytest.mark.parametrize("name", ["se_resnet_cifar", "cbam_resnet_cifar", "eca_resnet_cifar", "gc_resnet_cifar"])
+def test_attention_family_round_trip_strictly(tmp_path, name):
+    src = randomize(create_model(name), seed=7).train()
+    _official(src, tmp_path / "ck.pth.tar")
+    loaded = create_model(name, checkpoint=tmp_path / "ck.pth.tar")
+    for k, v in src.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    other = "se_resnet_cifar" if name == "gc_resnet_cifar" else "gc_resnet_cifar"
+    torch.save(create_model(other).state_dict(), tmp_path / "other.pth")
+    with pytest.raises(CheckpointError) as err:
+        create_model(name, checkpoint=tmp_path / "other.pth")
+    msg, attr, held = str(err.value), name.split("_")[0], other.split("_")[0]
+    assert "missing key(s)" in msg and f"layer1.0.{attr}." in msg and "unexpected key(s)" in msg
+    assert f"another attention module: the checkpoint holds {held} modules, the model {attr}" in msg
 
 
 def test_missing_and_garbage_files(tmp_path):

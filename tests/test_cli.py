@@ -12,6 +12,7 @@ def test_list_models(capsys):
     assert main(["list-models"]) == 0
     out = capsys.readouterr().out
     assert "sa_resnet50" in out and "sa_mobilenetv2_cifar" in out
+    assert "gc_resnet_cifar" in out and "eca_resnet50" in out
 
 
 def test_help_has_examples(capsys):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sa_deploy.models import SALayer, create_model, list_models
+from sa_deploy.models import SALayer, create_model, get_spec, list_models
 from sa_deploy.models.sa_layer import channel_shuffle, shuffle_permutation
 
 
@@ -66,6 +66,9 @@ def test_mobilenetv2_layout_and_width():
 def test_registry_and_preprocess_config():
     assert {"sa_resnet50", "sa_resnet101", "sa_resnet152", "sa_mobilenetv2", "sa_resnet_cifar",
             "sa_mobilenetv2_cifar"} <= set(list_models())
+    family = {f"{m}_resnet{s}" for m in ("se", "cbam", "eca", "gc") for s in ("50", "_cifar")}
+    assert family <= set(list_models())
+    assert {get_spec(n).preprocess.input_size for n in family} == {32, 224}
     m = create_model("sa_resnet_cifar")
     assert m.preprocess.input_size == 32 and len(m.preprocess.class_names) == 10
     assert create_model("sa_resnet50").preprocess.resize == 256

@@ -1,8 +1,9 @@
 """The ONNX variants the benchmark compares for one registered model, built into a folder (reused if present).
 
-naive (lowering none + onnxsim), reshape-transpose, fold, floor (same backbone with every ``sa`` replaced by
-nn.Identity: what SA costs is measured against it), and fold converted to fp16, int8-cpu and int8-tensorrt (each
-flavour's default SA-gate precision), plus int8-cpu-float-gate (the cpu flavour with the gate kept float)."""
+naive (lowering none + onnxsim), reshape-transpose, fold, floor (same backbone with every attention module -- SA,
+SE, CBAM, ECA, GC -- replaced by nn.Identity: what the attention costs is measured against it), and fold converted
+to fp16, int8-cpu and int8-tensorrt (each flavour's default SA-gate precision), plus int8-cpu-float-gate (the cpu
+flavour with the gate kept float)."""
 from __future__ import annotations
 
 import copy
@@ -18,8 +19,8 @@ from sa_deploy.data.resolve import resolve_labeled_data
 from sa_deploy.exporters.metadata import PREFIX, is_sa_deploy_onnx
 from sa_deploy.exporters.onnx import export_onnx, random_inputs
 from sa_deploy.models import create_model
+from sa_deploy.models.attention import attention_modules
 from sa_deploy.models.random_weights import randomize
-from sa_deploy.models.sa_layer import sa_modules
 from sa_deploy.rewrite.lowering import replace_module
 from sa_deploy.util.atomic import write_bytes_atomic
 
@@ -39,11 +40,13 @@ class Variant:
     weights: str = ""
 
 
-def without_sa(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every SA layer, wherever it sits, replaced by nn.Identity (the SA-free floor)."""
+def without_attention(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every attention module, wherever it sits, replaced by nn.Identity (the
+    attention-free floor): SA layers (recognised by their parameters) and every known attention class
+    (``models.attention.ATTENTION_CLASSES``)."""
     floor = copy.deepcopy(model)
-    for _, sa in sa_modules(floor):
-        replace_module(floor, sa, nn.Identity())
+    for _, module in attention_modules(floor):
+        replace_module(floor, module, nn.Identity())
     return floor
 
 
@@ -103,7 +106,7 @@ def build_variants(model_name: str, out_dir: str | Path, variants: tuple[str, ..
             note = read_tags(path[v])[1]
         else:
             if v == "floor":
-                export_onnx(without_sa(model), path[v], lowering="none")
+                export_onnx(without_attention(model), path[v], lowering="none")
             elif v in ("naive", "reshape-transpose", "fold"):
                 export_onnx(model, path[v], lowering="none" if v == "naive" else v)
             elif v == "fp16":

@@ -8,14 +8,14 @@ from sa_deploy.cli.common import console
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list-models", help="list the registered SA models")
+    p = sub.add_parser("list-models", help="list the registered models (SA and the attention family)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from sa_deploy.models.registry import get_spec, list_models
 
-    table = Table(title="SA models")
+    table = Table(title="models")
     for col in ("name", "input", "classes", "embedded weights", "description"):
         table.add_column(col)
     for name in list_models():

@@ -15,7 +15,6 @@ from sa_deploy.errors import SADeployError
 from sa_deploy.exporters.metadata import read_onnx_metadata
 
 # node names from our exports carry the module path, e.g. "/layer1/layer1.0/sa/..." or "/features.3/sa/..."
-_SA_SCOPE = re.compile(r"^(.*?/sa)(?:/|$)")
 
 
 @dataclass
@@ -185,14 +184,59 @@ def max_tensor_rank(model: onnx.ModelProto) -> int:
     return max(ranks) if ranks else 0
 
 
-def sa_scopes(model: onnx.ModelProto) -> dict[str, int]:
-    """Nodes per SA layer, keyed by the layer's module path (from node names)."""
+def module_scopes(model: onnx.ModelProto, attribute: str) -> dict[str, int]:
+    """Nodes per module held under ``attribute`` (e.g. ``sa``, ``se``, ``gc``), keyed by the module's path (from
+    node names)."""
+    scope = re.compile(rf"^(.*?/{re.escape(attribute)})(?:/|$)")
     counts: Counter[str] = Counter()
     for node in model.graph.node:
-        m = _SA_SCOPE.match(node.name)
+        m = scope.match(node.name)
         if m:
             counts[m.group(1)] += 1
     return dict(counts)
+
+
+@dataclass
+class ModuleGraphFacts:
+    """What the modules held under one attribute name (e.g. every ``se``) became in an ONNX graph."""
+    attribute: str
+    modules: int
+    nodes_min: int  # nodes per module
+    nodes_max: int
+    max_rank: int  # the highest rank of a tensor computed inside them
+    shape_ops: int  # Shape and Gather nodes inside them, all modules together
+    ops: dict[str, int] = field(default_factory=dict)  # op histogram of one module (the first)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def module_graph_facts(model: onnx.ModelProto, attribute: str) -> ModuleGraphFacts:
+    """Nodes per module, tensor ranks and Shape/Gather nodes of the modules under ``attribute`` (node names)."""
+    scope = re.compile(rf"^(.*?/{re.escape(attribute)})(?:/|$)")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - shape inference cannot follow: the ranks the file declares
+        inferred = model
+    rank = {vi.name: len(vi.type.tensor_type.shape.dim) for vi in
+            list(inferred.graph.value_info) + list(inferred.graph.output) if vi.type.tensor_type.HasField("shape")}
+    per: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        m = scope.match(node.name)
+        if m:
+            per.setdefault(m.group(1), []).append(node)
+    nodes = [n for group in per.values() for n in group]
+    counts = [len(group) for group in per.values()] or [0]
+    first = next(iter(per.values()), [])
+    return ModuleGraphFacts(attribute, len(per), min(counts), max(counts),
+                            max((rank.get(o, 0) for n in nodes for o in n.output), default=0),
+                            sum(n.op_type in ("Shape", "Gather") for n in nodes),
+                            dict(Counter(n.op_type for n in first)))
+
+
+def sa_scopes(model: onnx.ModelProto) -> dict[str, int]:
+    """Nodes per SA layer, keyed by the layer's module path (from node names)."""
+    return module_scopes(model, "sa")
 
 
 _TRANSPARENT = ("QuantizeLinear", "DequantizeLinear", "Cast")

@@ -21,7 +21,7 @@ from sa_deploy.errors import SADeployError
 from sa_deploy.exporters.metadata import deploy_config, is_sa_deploy_onnx, set_onnx_metadata, weights_sha256
 from sa_deploy.exporters.simplify import simplify as simplify_model
 from sa_deploy.models.deploy_config import DeployConfig, deploy_config_of
-from sa_deploy.rewrite import LayerLowering, lower
+from sa_deploy.rewrite import LayerLowering, Lowered, ModuleLowering, lower
 from sa_deploy.util.atomic import write_bytes_atomic
 
 OPSET = 17
@@ -41,6 +41,7 @@ class OnnxExport:
     metadata: dict[str, str] = field(default_factory=dict)
     sa_layers: list[LayerLowering] = field(default_factory=list)  # what each SA layer became
     lowering_summary: str = ""
+    attention_modules: list[ModuleLowering] = field(default_factory=list)  # SE/CBAM/ECA/GC -> their deploy forms
 
 
 def example_input(input_size: int, batch: int = 2, seed: int = 0) -> torch.Tensor:
@@ -63,6 +64,18 @@ def to_onnx_model(module: nn.Module, input_size: int, opset: int = OPSET) -> onn
     return onnx.load_from_string(buf.getvalue())
 
 
+def onnx_graph(model: nn.Module, lowering: str, input_size: int,
+               simplify: bool = True) -> tuple[onnx.ModelProto, Lowered, str]:
+    """The lowered model's ONNX graph in memory (no metadata, not written): (graph, what the lowering did, the
+    simplifier's note)."""
+    lowered = lower(model, lowering, input_size)
+    onnx_model = to_onnx_model(lowered.module, input_size)
+    note = "not simplified (--no-simplify)"
+    if simplify:
+        onnx_model, note = simplify_model(onnx_model, example_input(input_size, seed=1).numpy())
+    return onnx_model, lowered, note
+
+
 def export_onnx(model: nn.Module, path: str | Path, lowering: str = "fold", input_size: int | None = None,
                 simplify: bool = True, deploy: DeployConfig | None = None) -> OnnxExport:
     """Export a model with the chosen SA lowering; the file is written atomically. ``deploy``: the config to
@@ -70,14 +83,12 @@ def export_onnx(model: nn.Module, path: str | Path, lowering: str = "fold", inpu
     deploy = (deploy or deploy_config_of(model)).with_input_size(input_size)
     preprocess = deploy.preprocess
     size = preprocess.input_size
-    lowered = lower(model, lowering, size)
-    onnx_model = to_onnx_model(lowered.module, size)
-    note = "not simplified (--no-simplify)"
-    if simplify:
-        onnx_model, note = simplify_model(onnx_model, example_input(size, seed=1).numpy())
-    config = deploy_config(deploy, lowering, "fp32", {
-        "opset": OPSET, "input_size": size, "weights_sha256": weights_sha256(model),
-        "sa_layers": json.dumps([layer.to_dict() for layer in lowered.layers], separators=(",", ":"))})
+    onnx_model, lowered, note = onnx_graph(model, lowering, size, simplify)
+    extra = {"opset": OPSET, "input_size": size, "weights_sha256": weights_sha256(model),
+             "sa_layers": json.dumps([layer.to_dict() for layer in lowered.layers], separators=(",", ":"))}
+    if lowered.modules:  # only models with SE/CBAM/ECA/GC modules carry the key
+        extra["attention_modules"] = json.dumps([m.to_dict() for m in lowered.modules], separators=(",", ":"))
+    config = deploy_config(deploy, lowering, "fp32", extra)
     set_onnx_metadata(onnx_model, config)
     onnx_model.producer_name = "sa-deploy"
     onnx_model.producer_version = config["sa_deploy_version"]
@@ -85,7 +96,7 @@ def export_onnx(model: nn.Module, path: str | Path, lowering: str = "fold", inpu
     data = onnx_model.SerializeToString()
     write_bytes_atomic(path, data, owned=is_sa_deploy_onnx)
     return OnnxExport(Path(path), config["model"], lowering, size, len(onnx_model.graph.node), len(data), note,
-                      config, lowered.layers, lowered.summary())
+                      config, lowered.layers, lowered.summary(), lowered.modules)
 
 
 def file_input_size(model: onnx.ModelProto) -> int:

@@ -171,11 +171,28 @@ def _describe(missing: list[str], unexpected: list[str], shape: list[str], state
         cause = "different num_classes: pass --num-classes matching the checkpoint"
     elif shape and all(".sa." in k for k in shape) and not missing and not unexpected:
         cause = "different SA groups: the checkpoint was trained with another groups value"
+    elif _attention_of(missing) and _attention_of(unexpected) and _attention_of(missing) != _attention_of(unexpected):
+        cause = (f"another attention module: the checkpoint holds {'/'.join(sorted(_attention_of(unexpected)))} "
+                 f"modules, the model {'/'.join(sorted(_attention_of(missing)))} (check --model)")
     elif len(missing) + len(unexpected) > 0.5 * max(len(expected), 1):
         cause = "wrong architecture: the checkpoint is of another model (check --model)"
     else:
         cause = "wrong architecture depth/width, or a checkpoint of a modified model"
     return "; ".join(parts) + f". Likely cause: {cause}."
+
+
+def _attention_of(keys: list[str]) -> set[str]:
+    """The attention attribute names (sa, se, cbam, eca, gc) all of ``keys`` sit under, e.g. ``layer1.0.se.fc1.weight``
+    -> {"se"}; empty when some key is not an attention module's."""
+    from sa_deploy.models.attention import ATTENTION_CLASSES
+
+    names = set()
+    for k in keys:
+        found = [p for p in k.split(".")[:-1] if p in ATTENTION_CLASSES]
+        if not found:
+            return set()
+        names.add(found[-1])
+    return names
 
 
 def _first(keys: list[str]) -> str:

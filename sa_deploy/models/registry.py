@@ -1,7 +1,7 @@
 """Model registry: ``create_model(name, ...)``, ``list_models()``; each model carries its PreprocessConfig.
 
-To add a model: write its builder (SA layers may sit anywhere: the lowerings find them), then
-``register_model(ModelSpec(...))`` below."""
+To add a model: write its builder (SA layers may sit anywhere: the lowerings find them; another attention module
+gets its deploy form from ``rewrite.deploy_forms``), then ``register_model(ModelSpec(...))`` below."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,7 +12,7 @@ from typing import Any, Callable
 from torch import nn
 
 from sa_deploy.errors import SADeployError
-from sa_deploy.models import sa_mobilenet, sa_resnet
+from sa_deploy.models import family, sa_mobilenet, sa_resnet
 from sa_deploy.models.checkpoint import load_into, read_checkpoint
 from sa_deploy.models.deploy_config import DeployConfig, attach
 from sa_deploy.models.preprocessing import CIFAR10_32, IMAGENET_224, PreprocessConfig
@@ -47,6 +47,22 @@ for _spec in (
               "small bottleneck SA-ResNet for 32x32 (CIFAR-10), trained default", "sa_resnet_cifar.pth"),
     ModelSpec("sa_mobilenetv2_cifar", sa_mobilenet.sa_mobilenetv2_cifar, CIFAR10_32, 10,
               "SA-MobileNetV2 x0.5 for 32x32 (CIFAR-10), trained default", "sa_mobilenetv2_cifar.pth"),
+    # the attention family SA-Net compares SA with, in SA-ResNet's layout (models/family.py)
+    ModelSpec("se_resnet50", family.se_resnet50, IMAGENET_224, 1000, "SE-ResNet-50 (SE r16 after bn3, ImageNet)"),
+    ModelSpec("cbam_resnet50", family.cbam_resnet50, IMAGENET_224, 1000,
+              "CBAM-ResNet-50 (CBAM r16 + 7x7 spatial after bn3, ImageNet)"),
+    ModelSpec("eca_resnet50", family.eca_resnet50, IMAGENET_224, 1000,
+              "ECA-ResNet-50 (ECA, adaptive k, after bn3, ImageNet)"),
+    ModelSpec("gc_resnet50", family.gc_resnet50, IMAGENET_224, 1000,
+              "GC-ResNet-50 (GC r16 after bn3 in every block, ImageNet)"),
+    ModelSpec("se_resnet_cifar", family.se_resnet_cifar, CIFAR10_32, 10,
+              "small bottleneck SE-ResNet for 32x32 (CIFAR-10), built as sa_resnet_cifar"),
+    ModelSpec("cbam_resnet_cifar", family.cbam_resnet_cifar, CIFAR10_32, 10,
+              "small bottleneck CBAM-ResNet for 32x32 (CIFAR-10), built as sa_resnet_cifar"),
+    ModelSpec("eca_resnet_cifar", family.eca_resnet_cifar, CIFAR10_32, 10,
+              "small bottleneck ECA-ResNet for 32x32 (CIFAR-10), built as sa_resnet_cifar"),
+    ModelSpec("gc_resnet_cifar", family.gc_resnet_cifar, CIFAR10_32, 10,
+              "small bottleneck GC-ResNet for 32x32 (CIFAR-10), built as sa_resnet_cifar"),
 ):
     register_model(_spec)
 

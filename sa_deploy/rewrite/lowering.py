@@ -7,6 +7,9 @@ reference SALayer in tests.
   SAGate: 6 ONNX nodes per SA. A layer with no such conv (see ``producers``) gets reshape-transpose, and its
   ``LayerLowering.reason`` says why.
 - ``none``: the reference layer as it is (the naive export, kept for comparisons).
+
+Every lowering except ``none`` also puts the other attention modules (SE, CBAM, ECA, GC) in their exact deploy
+forms (``deploy_forms``); ``Lowered.modules`` says what each became.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from torch import nn
 
 from sa_deploy.errors import SADeployError
 from sa_deploy.models.sa_layer import sa_modules, shuffle_permutation
+from sa_deploy.rewrite.deploy_forms import deploy_form_for
 from sa_deploy.rewrite.find_sa import find_sa_layers
 from sa_deploy.rewrite.producers import Producer, find_producers
 from sa_deploy.rewrite.sa_gate import SAGate, gate_from_sa
@@ -53,14 +57,36 @@ class LayerLowering:
         return {k: v for k, v in asdict(self).items() if v != ""}
 
 
+@dataclass(frozen=True)
+class ModuleLowering:
+    """What one attention module of another kind (SE, CBAM, ECA, GC) became: its registered deploy form."""
+    name: str
+    kind: str  # the reference class, e.g. SEModule
+    form: str  # the DeployForm's name, e.g. se-conv
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
 class Lowered:
     module: nn.Module
     lowering: str
     layers: list[LayerLowering] = field(default_factory=list)
+    modules: list[ModuleLowering] = field(default_factory=list)
 
     def summary(self) -> str:
-        """e.g. "16 SA layers: 15 folded, 1 reshape-transpose"."""
+        """e.g. "16 SA layers: 15 folded, 1 reshape-transpose", or "16 SEModule: se-conv"."""
+        text = self._sa_summary()
+        forms: dict[tuple[str, str], int] = {}
+        for m in self.modules:
+            forms[m.kind, m.form] = forms.get((m.kind, m.form), 0) + 1
+        others = "; ".join(f"{n} {kind}: {form}" for (kind, form), n in forms.items())
+        if others:
+            return others if not self.layers else f"{text}; {others}"
+        return text
+
+    def _sa_summary(self) -> str:
         if self.lowering == "none" or not self.layers:
             return f"{len(self.layers)} SA layers" + (" (kept as they are)" if self.layers else "")
         folded = sum(layer.form == "fold" for layer in self.layers)
@@ -126,7 +152,18 @@ def lower(model: nn.Module, lowering: str, input_size: int | None = None) -> Low
         else:
             replace_module(lowered, sa.module, SAReshapeTranspose(gate))
             layers.append(LayerLowering(sa.name, sa.channel, sa.groups, "reshape-transpose", reason=producer))
-    return Lowered(lowered, lowering, layers)
+    return Lowered(lowered, lowering, layers, lower_attention_modules(lowered))
+
+
+def lower_attention_modules(model: nn.Module) -> list[ModuleLowering]:
+    """Replace, in place, every module of ``model`` that has a registered deploy form by that form."""
+    done = []
+    for name, module in list(model.named_modules()):
+        form = deploy_form_for(module)
+        if form is not None:
+            replace_module(model, module, form.build(module).eval())
+            done.append(ModuleLowering(name, type(module).__name__, form.name))
+    return done
 
 
 def lower_model(model: nn.Module, lowering: str, input_size: int | None = None) -> nn.Module:
