@@ -275,6 +275,9 @@ def test_inspect_counts_sa_layers_of_a_user_model_in_every_precision(tmp_path, l
     files = [fp32, api.fp16(fp32)] + [api.quantize(fp32, "embedded", flavour=f, num=16, method="minmax").path
                                       for f in ("cpu", "tensorrt")]
     assert [inspect_onnx(f).sa_layers for f in files] == [5, 5, 5, 5]
+    # the tensorrt flavour keeps every gate float, found by structure (the layers are not named `sa`)
+    float_nodes = json.loads(read_onnx_metadata(onnx.load(str(files[3])))["float_nodes"])
+    assert len(float_nodes) == 5 * 6 and sum("Sigmoid" in n for n in float_nodes) == 5
 
 
 def test_api_names_a_user_model_and_needs_its_preprocessing(tmp_path):

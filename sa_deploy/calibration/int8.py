@@ -30,6 +30,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from sa_deploy.calibration.cache import RangeCache, RangeKey
 from sa_deploy.calibration.reader import BatchSource, FeedReader
 from sa_deploy.errors import SADeployError
+from sa_deploy.exporters.inspect import sa_gates
 from sa_deploy.exporters.metadata import derived_metadata, is_sa_deploy_onnx, read_onnx_metadata, set_onnx_metadata
 from sa_deploy.models.preprocessing import PreprocessConfig
 from sa_deploy.util.atomic import atomic_path
@@ -108,9 +109,11 @@ class QuantizeResult:
 
 
 def sa_gate_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the SA-gate nodes: the exporters scope SA nodes under ``.../sa/...`` (module name ``sa``)."""
-    return [n.name for n in model.graph.node
-            if "/sa/" in n.name and n.op_type in SA_GATE_OPS]
+    """Names of the SA-gate nodes: found by structure (``exporters.inspect.sa_gates``: any names, e.g. SA layers in
+    a user's model), plus the nodes the exporters scope under ``.../sa/...`` (the naive form's channel branch)."""
+    structural = {n.name for gate in sa_gates(model) for n in gate if n.op_type in SA_GATE_OPS}
+    scoped = {n.name for n in model.graph.node if "/sa/" in n.name and n.op_type in SA_GATE_OPS}
+    return sorted(structural | scoped)
 
 
 def preprocess_for_quant(fp32_onnx: Path, out: Path) -> Path:

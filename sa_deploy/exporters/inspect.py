@@ -240,31 +240,67 @@ def sa_scopes(model: onnx.ModelProto) -> dict[str, int]:
 
 
 _TRANSPARENT = ("QuantizeLinear", "DequantizeLinear", "Cast")
+_CHANNEL_STATS = ("GlobalAveragePool", "ReduceMean")
 
 
-def count_sa_gates(model: onnx.ModelProto, max_hops: int = 8) -> int:
-    """SA layers recognised by structure, whatever the names, lowering or precision: each SA layer has one
-    InstanceNormalization (its spatial branch; the naive export's GroupNorm becomes one too) whose output reaches a
-    Sigmoid within a few nodes (Reshape, Mul, Add, Q/DQ, Cast between them)."""
+def sa_gates(model: onnx.ModelProto, max_hops: int = 8) -> list[list[onnx.NodeProto]]:
+    """The SA layers' gates recognised by structure, whatever the names, lowering or precision: each SA layer has
+    one InstanceNormalization (its spatial branch; the naive export's GroupNorm becomes one too) whose output reaches
+    a Sigmoid within a few nodes (Q/DQ pairs and casts between them do not count). Per layer: the nodes on that way,
+    the Sigmoid, the gating Mul after it, and the channel statistics (GlobalAveragePool / ReduceMean, and the Mul
+    scaling it) that join the way — the whole gate of the fold and reshape-transpose forms."""
     consumers: dict[str, list[onnx.NodeProto]] = {}
+    producer: dict[str, onnx.NodeProto] = {}
     for n in model.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
+        for o in n.output:
+            producer[o] = n
 
-    def reaches_sigmoid(start: onnx.NodeProto) -> bool:
-        frontier, seen = [(t, 0) for t in start.output], set()
+    def way_to_sigmoid(start: onnx.NodeProto) -> list[onnx.NodeProto]:
+        parent: dict[int, onnx.NodeProto | None] = {id(start): None}
+        frontier = [(start, 0)]
         while frontier:
-            tensor, hops = frontier.pop()
-            for c in consumers.get(tensor, []):
+            node, hops = frontier.pop(0)
+            for c in (c for t in node.output for c in consumers.get(t, [])):
+                if id(c) in parent:
+                    continue
+                parent[id(c)] = node
                 if c.op_type == "Sigmoid":
-                    return True
-                cost = 0 if c.op_type in _TRANSPARENT else 1  # Q/DQ pairs and casts are not steps of the formula
-                if id(c) not in seen and hops + cost <= max_hops:
-                    seen.add(id(c))
-                    frontier += [(t, hops + cost) for t in c.output]
-        return False
+                    way, at = [c], node
+                    while at is not None:
+                        way.append(at)
+                        at = parent[id(at)]
+                    return way
+                cost = 0 if c.op_type in _TRANSPARENT else 1
+                if hops + cost <= max_hops:
+                    frontier.append((c, hops + cost))
+        return []
 
-    return sum(n.op_type == "InstanceNormalization" and reaches_sigmoid(n) for n in model.graph.node)
+    def channel_stats(node: onnx.NodeProto, depth: int = 2) -> list[onnx.NodeProto]:
+        found = []
+        for t in node.input:
+            p = producer.get(t)
+            if p is not None and depth and (p.op_type in _CHANNEL_STATS or p.op_type in _TRANSPARENT + ("Mul",)):
+                inner = channel_stats(p, depth - (p.op_type not in _TRANSPARENT))
+                if p.op_type in _CHANNEL_STATS or inner:
+                    found += [p] + inner
+        return found
+
+    gates = []
+    for n in model.graph.node:
+        way = way_to_sigmoid(n) if n.op_type == "InstanceNormalization" else []
+        if way:
+            sigmoid = way[0]
+            gating = [c for t in sigmoid.output for c in consumers.get(t, []) if c.op_type == "Mul"]
+            stats = [s for node in way[1:-1] for s in channel_stats(node)]
+            gates.append(list({id(x): x for x in way + gating + stats}.values()))
+    return gates
+
+
+def count_sa_gates(model: onnx.ModelProto) -> int:
+    """How many SA layers ``model`` has, recognised by structure (``sa_gates``)."""
+    return len(sa_gates(model))
 
 
 def inspect_onnx(path: str | Path) -> OnnxInfo:
