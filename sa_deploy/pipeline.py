@@ -204,7 +204,7 @@ def _run_stages(plan: RunPlan, model, val, calib, data, data_source: str, out: P
             q = api.quantize(base.path, calib, art.path, method=plan.int8_method, flavour=flavour,
                              cache_dir=out / "calib_cache")
             art.extra["quantize"] = {k: v for k, v in _as_dict(q).items() if k != "path"}
-            art.variant = f"int8 {flavour}, SA gate {q.sa_gate}"
+            art.variant = f"int8 {flavour}" + (f", SA gate {q.sa_gate}" if q.has_sa_gate else "")
         artifacts.append(_mark(art, rec))
 
     _coreml_stage(plan, model, calib, out, stages, artifacts)

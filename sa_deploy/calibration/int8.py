@@ -96,10 +96,11 @@ class QuantizeResult:
     data_fingerprint: str = ""
     ranges_path: Path | None = None
     sa_gate_float: bool = False  # the resolved gate precision (excluded_nodes may also hold user / fallback nodes)
+    has_sa_gate: bool = True  # False for a model without SA layers (e.g. SE-ResNet): the flag then means nothing
 
     @property
     def sa_gate(self) -> str:
-        return "float" if self.sa_gate_float else "int8"
+        return "none" if not self.has_sa_gate else "float" if self.sa_gate_float else "int8"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -179,7 +180,8 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, source: BatchSour
         if unknown:
             raise SADeployError(f"--exclude-nodes: no node named {unknown[0]!r} in {fp32_onnx.name} "
                                 f"({len(unknown)} unknown; see `sa-deploy inspect` or the sensitivity report)")
-        excluded = sorted(set(exclude_nodes) | (set(sa_gate_nodes(prep_model)) if keep_sa_gate_float else set()))
+        gate_nodes = sa_gate_nodes(prep_model)
+        excluded = sorted(set(exclude_nodes) | (set(gate_nodes) if keep_sa_gate_float else set()))
         cache = RangeCache(cache_dir if cache_dir is not None else work / "cache")
         ranges = cache.lookup(key)
         cache_hit = ranges is not None
@@ -196,11 +198,12 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, source: BatchSour
                                   "calibration_method": method, "calibration_count": str(len(source)),
                                   "calibration_fingerprint": fingerprint,
                                   "float_nodes": json.dumps(excluded),
-                                  "sa_gate": "float" if keep_sa_gate_float else "int8"})
+                                  "sa_gate": ("none (no SA layer)" if not gate_nodes
+                                              else "float" if keep_sa_gate_float else "int8")})
             onnx.save(q, str(tmp_out))
     return QuantizeResult(out_path, method, flavour, len(source), cache_hit, excluded,
                           time.perf_counter() - t0, fingerprint, ranges if cache_dir is not None else None,
-                          keep_sa_gate_float)
+                          keep_sa_gate_float, bool(gate_nodes))
 
 
 class _quiet_ort_logging:

@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     per = info.sa_nodes_per_layer
     console.print(f"  SA layers: {info.sa_layers}" + (f" ({min(per.values())}-{max(per.values())} nodes each)"
                                                       if per else "") + _lowered_as(info.metadata))
+    modules = _attention_modules(info.metadata)
+    if modules:
+        console.print(f"  attention modules: {modules}")
     cfg = preprocess["config"]
     if cfg:
         console.print(f"  preprocessing (from {preprocess['origin']}): resize {cfg['resize']} "
@@ -104,8 +107,19 @@ def _print_ops_and_config(info) -> int:
     console.print(table)
     if info.metadata:
         console.print("  deploy config: " + ", ".join(f"{k}={v}" for k, v in info.metadata.items()
-                                                      if k not in ("preprocess", "sa_layers")))
+                                                      if k not in ("preprocess", "sa_layers", "attention_modules")))
     return 0
+
+
+def _attention_modules(metadata: dict[str, str]) -> str:
+    """'16 SEModule as se-conv' from an export's record of its other attention modules (SE, CBAM, ECA, GC)."""
+    from collections import Counter
+
+    try:
+        kinds = Counter((m["kind"], m["form"]) for m in json.loads(metadata.get("attention_modules", "[]")))
+    except (ValueError, TypeError, KeyError):
+        return ""
+    return ", ".join(f"{n} {kind} as {form}" for (kind, form), n in kinds.items())
 
 
 def _lowered_as(metadata: dict[str, str]) -> str:
