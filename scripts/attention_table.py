@@ -155,11 +155,10 @@ def measure_size(size: int, work: Path, args: argparse.Namespace, runtimes: tupl
             log(f"{name}: INT8 {', '.join(FLAVOURS)} on the embedded sample")
             row["int8_drop"] = int8_drops(model, files["deploy"])
         rows[attr] = row
-    timing = []
-    for rt in runtimes:  # one interleaved run per runtime: a runtime's idle threads must not slow the next one's
-        log(f"{group}: timing {len(artifacts)} files on {rt}, batch {args.batch}, {args.rounds} rounds")
-        timing += bench_group(artifacts, tuple(args.batch), args.rounds, args.iters, threads=args.threads,
-                              naive="-", runtimes=(rt,), progress=lambda m: log(f"  {m}"))
+    log(f"{group}: timing {len(artifacts)} files on {', '.join(runtimes)}, batch {args.batch}, {args.rounds} rounds")
+    # bench_group times each runtime in its own interleaved run (a runtime's spinning threads slow the next one's)
+    timing = bench_group(artifacts, tuple(args.batch), args.rounds, args.iters, threads=args.threads, naive="-",
+                         runtimes=runtimes, progress=lambda m: log(f"  {m}"))
     for r in timing:
         if r.variant != "floor":
             attr, form = r.variant.split()

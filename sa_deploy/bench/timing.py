@@ -92,8 +92,8 @@ def _paired_ratio(a: list[float], b: list[float]) -> float:
 def bench_group(artifacts: list[Artifact], batches: tuple[int, ...] = (1, 8), rounds: int = 5, iters: int = 10,
                 warmup: int = 3, threads: int | None = None, floor: str = "floor", naive: str = "naive",
                 progress=None, runtimes: tuple[str, ...] = ("onnxruntime",)) -> list[BenchRow]:
-    """Benchmark the artifacts of one group (same input size) on each runtime, all interleaved; ratios to the
-    ``floor`` and ``naive`` variants of the same runtime when the group has them."""
+    """Benchmark the artifacts of one group (same input size): on each runtime in turn, its files interleaved in
+    rotating rounds; ratios to the ``floor`` and ``naive`` variants of the same runtime when the group has them."""
     models = {a.name: load_onnx(a.path) for a in artifacts}
     size = {bench_input_size(models[a.name], a.path.name, a.input_size) for a in artifacts}
     if len(size) != 1:
@@ -113,14 +113,18 @@ def bench_group(artifacts: list[Artifact], batches: tuple[int, ...] = (1, 8), ro
                 r.latency_ms(x, warmup=warmup, iters=0)
             samples: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
             per_round: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
-            for rnd in range(rounds):
-                k = rnd % len(keys)
-                for key in keys[k:] + keys[:k]:  # rotate so no variant always runs first or last
-                    t = runners[key].latency_ms(x, warmup=1, iters=iters)
-                    samples[key] += t
-                    per_round[key].append(float(np.median(t)))
-                if progress:
-                    progress(f"batch {batch}: round {rnd + 1}/{rounds}")
+            # one interleaved run per runtime: onnxruntime's worker threads keep spinning after a call and slow
+            # whatever runs next (the OpenVINO floor at 32x32: 4.1 ms right after onnxruntime, 0.9 ms alone)
+            for rt in runtimes:
+                rt_keys = [key for key in keys if key[0] == rt]
+                for rnd in range(rounds):
+                    k = rnd % len(rt_keys)
+                    for key in rt_keys[k:] + rt_keys[:k]:  # rotate so no variant always runs first or last
+                        t = runners[key].latency_ms(x, warmup=1, iters=iters)
+                        samples[key] += t
+                        per_round[key].append(float(np.median(t)))
+                    if progress:
+                        progress(f"batch {batch}: {rt} round {rnd + 1}/{rounds}")
             for rt, name in keys:
                 t = np.asarray(samples[rt, name])
                 med = float(np.median(t))
