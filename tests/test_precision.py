@@ -211,7 +211,8 @@ def test_validate_report_fp32_fp16_int8(artifacts, trained_checkpoint, labeled_d
     assert ref["num_images"] == 500 and ref["top1"] > 30, "the test model did not train"
     fp32, fp16 = rows[paths[0].name], rows[paths[1].name]
     assert fp32["precision"] == "fp32" and abs(fp32["drop"]) < 1e-9 and fp32["parity"]["top1_agreement"] == 1.0
-    assert fp16["precision"] == "fp16" and abs(fp16["drop"]) <= 0.2 and fp16["parity"]["cosine"] > 0.999
+    one_image = 100 / ref["num_images"]  # points; drops are differences of floats: compare with a little slack
+    assert fp16["precision"] == "fp16" and abs(fp16["drop"]) <= one_image + 1e-6 and fp16["parity"]["cosine"] > 0.999
     for p in paths[2:]:
         r = rows[p.name]
         assert r["precision"] == "int8" and r["drop"] <= 3.0 and r["parity"]["cosine"] > 0.95, r
