@@ -200,28 +200,23 @@ def export_openvino(source: str | Path | nn.Module, out: str | Path | None = Non
         result = export_openvino(onnx_result.export.path, None, fp16_weights, parity)
         result.onnx = onnx_result
         return result
-    onnx_path = Path(source)
-    cfg = deploy_preprocess(onnx_path, preprocess, required=False)
-    size = cfg.input_size if cfg is not None else _fixed_input_size(onnx_path)
-    if out is None:
-        from sa_deploy.exporters.inspect import load_onnx
-        from sa_deploy.exporters.metadata import read_onnx_metadata
+    from sa_deploy.exporters.inspect import image_input, load_onnx
+    from sa_deploy.exporters.metadata import read_onnx_metadata
+    from sa_deploy.exporters.preprocess_flags import resolve_preprocess
 
-        int8 = read_onnx_metadata(load_onnx(onnx_path)).get("precision") == "int8"
+    onnx_path = Path(source)
+    model = load_onnx(onnx_path)  # read once: preprocessing, input size and precision all come from it
+    cfg = resolve_preprocess(model, onnx_path.name, preprocess, required=False).config
+    size = cfg.input_size if cfg is not None else image_input(model, onnx_path.name)[1]
+    if size is None:
+        raise SADeployError(f"{onnx_path.name} has a dynamic H/W and no sa-deploy preprocessing: pass --input-size S "
+                            "(and --mean/--std to record the preprocessing in the IR)")
+    if out is None:
+        int8 = read_onnx_metadata(model).get("precision") == "int8"
         out = derived_path(onnx_path, "" if int8 else ("fp16" if fp16_weights else "fp32"), suffix=".xml")
     exp = convert_onnx(onnx_path, out, fp16_weights, cfg)
     stats = openvino_parity(exp.path, onnx_path, exp.precision, size) if parity else []
     return OpenVINOResult(exp, stats)
-
-
-def _fixed_input_size(onnx_path: Path) -> int:
-    from sa_deploy.exporters.inspect import image_input, load_onnx
-
-    fixed = image_input(load_onnx(onnx_path), onnx_path.name)[1]
-    if fixed is None:
-        raise SADeployError(f"{onnx_path.name} has a dynamic H/W and no sa-deploy preprocessing: pass --input-size S "
-                            "(and --mean/--std to record the preprocessing in the IR)")
-    return fixed
 
 
 # --- precision: INT8 / FP16 artifacts and their accuracy -----------------------------------------------------------
