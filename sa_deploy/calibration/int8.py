@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import onnx
 import onnxruntime
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -47,6 +48,8 @@ CALIB_OPTIONS: dict[str, dict[str, Any]] = {
     "entropy": {"num_bins": 128, "num_quantized_bins": 128},
     "percentile": {"num_bins": 2048, "percentile": 99.999},
 }
+# onnxruntime's entropy search is quadratic in the bins, in pure Python; histograms that grew past this are coarsened
+MAX_ENTROPY_BINS = 2048
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,35 @@ def calibrate_ranges(prep_onnx: Path, source: BatchSource, method: str, workdir:
     with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress chatter
         for x, _ in source.batches(batch_size):
             calibrator.collect_data(FeedReader([{name: x}]))
+        if method == "entropy":
+            coarsen_histograms(calibrator.collector.histogram_dict, MAX_ENTROPY_BINS)
         return calibrator.compute_data()
+
+
+def coarsen_histograms(histograms: dict[str, tuple], max_bins: int) -> list[str]:
+    """Merge adjacent bins (in place) of every symmetric histogram with more than ``max_bins`` -> their names.
+
+    onnxruntime grows an entropy histogram in steps of its first batch's bin width: a tensor near zero in the first
+    batch (e.g. a hidden unit of CBAM's MLP that is dead on those images) ends with 10^5 bins, and the entropy
+    search over it then runs for hours. The coarsened histogram covers the same data over the same symmetric range
+    (padded by at most a group on each side), with bins no finer than max_bins allow."""
+    coarsened = []
+    for name, (hist, edges, low, high, *_rest) in list(histograms.items()):
+        bins = len(hist)
+        if bins <= max_bins:
+            continue
+        group = -(-bins // max_bins)
+        group += 1 - group % 2  # odd groups, and as many as bins have parity: the padding splits evenly on both
+        groups = -(-bins // group)  # sides and zero stays where it was (the middle edge, or the middle of a bin)
+        groups += (groups - bins) % 2
+        pad = (groups * group - bins) // 2
+        stride = (float(edges[-1]) - float(edges[0])) / bins
+        threshold = float(edges[-1]) + pad * stride
+        merged = np.pad(hist, pad).reshape(groups, group).sum(axis=1)
+        new_edges = np.linspace(-threshold, threshold, groups + 1).astype(edges.dtype)
+        histograms[name] = (merged, new_edges, low, high, np.array(threshold, dtype=edges.dtype))
+        coarsened.append(name)
+    return coarsened
 
 
 def _input_name(path: Path) -> str:
@@ -167,7 +198,8 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, source: BatchSour
         raise SADeployError(f"{fp32_onnx.name} is already {meta['precision']}; quantize the FP32 export")
     fingerprint = source.fingerprint()
     key = RangeKey(file_sha256(fp32_onnx), fingerprint, method,
-                   json.dumps({**CALIB_OPTIONS[method], "ort": onnxruntime.__version__}, sort_keys=True))
+                   json.dumps({**CALIB_OPTIONS[method], "ort": onnxruntime.__version__,
+                               **({"max_bins": MAX_ENTROPY_BINS} if method == "entropy" else {})}, sort_keys=True))
     fl = FLAVOURS[flavour]
     if keep_sa_gate_float is None:
         keep_sa_gate_float = not fl.quantize_sa_gate
