@@ -10,7 +10,7 @@ import os
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -102,10 +102,11 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
     t_start = time.perf_counter()
     plan.check()
     data = resolve_data(plan)
+    model = create_model(plan.model, checkpoint=plan.checkpoint, pretrained=plan.checkpoint is None)
+    plan = distinct_lowerings(plan, model, log)
     out = Path(plan.out)
     for path in planned_outputs(plan):
         api.check_output(path)
-    model = create_model(plan.model, checkpoint=plan.checkpoint, pretrained=plan.checkpoint is None)
     deploy = model.deploy_config
     cfg = deploy.preprocess
     val = data.val.open(cfg, num=plan.val_num, seed=plan.seed)
@@ -126,6 +127,23 @@ def run(plan: RunPlan, log: Callable[[str], None] = print) -> dict:
     except SADeployError as exc:
         exc.args = (f"{exc}; the run stopped at '{stages.current}': {progress_note(plan, artifacts)}",)
         raise
+
+
+def distinct_lowerings(plan: RunPlan, model, log: Callable[[str], None] = print) -> RunPlan:
+    """The plan with one export per distinct graph: fold and reshape-transpose differ only in how they write SA,
+    so a model without SA layers (SE-, CBAM-, ECA-, GC-ResNet) gets the first of them alone; its other attention
+    modules take the same deploy forms in either."""
+    from sa_deploy.rewrite.lowering import count_sa_layers
+
+    if count_sa_layers(model):
+        return plan
+    kept = [lw for i, lw in enumerate(plan.lowerings)
+            if lw == "none" or not any(k != "none" for k in plan.lowerings[:i])]
+    if kept != plan.lowerings:
+        dropped = [lw for lw in plan.lowerings if lw not in kept]
+        log(f"{plan.model} has no SA layer: {', '.join(dropped)} would export the same graph as {kept[0]}; "
+            f"exporting {', '.join(kept)}")
+    return replace(plan, lowerings=kept)
 
 
 def planned_outputs(plan: RunPlan) -> list[Path]:
@@ -164,8 +182,11 @@ def progress_note(plan: RunPlan, artifacts: list[Artifact]) -> str:
         f"onnx-int8-{f}" for f in plan.int8_flavours] + ([f"coreml-{p}" for p in plan.coreml_precisions]
                                                          if plan.coreml else [])
     if plan.openvino and plan.lowerings:
+        cpu_qdq = next((a for a in artifacts if a.name == "onnx-int8-cpu"), None)
+        no_gate = cpu_qdq is not None and not cpu_qdq.extra.get("quantize", {}).get("has_sa_gate", True)
         planned += ["openvino-fp32", "openvino-fp16"] + (
-            ["onnx-int8-cpu-float-gate", "openvino-int8"] if "cpu" in plan.int8_flavours else [])
+            ([] if no_gate else ["onnx-int8-cpu-float-gate"]) + ["openvino-int8"] if "cpu" in plan.int8_flavours
+            else [])
     made = {a.name for a in artifacts}
     missing = failed + [n for n in planned if n not in made] + ["report"]
     return (f"written and valid: {', '.join(done) or 'none'} (in {plan.out}); not made: {', '.join(missing)}")
@@ -344,14 +365,18 @@ def _openvino_stage(plan: RunPlan, artifacts: list[Artifact], stages: Stages, ca
     onnxruntime is faster with the gate quantized (QLinear kernels), OpenVINO with it float (its Q/DQ gate runs as
     u8 Subgraphs as long as all the INT8 convs); SA-ResNet-50, one interleaved run: OpenVINO INT8 0.35x / 0.39x of
     onnxruntime FP32 fold with a float gate vs 0.43x / 0.44x quantized (benchmarks/openvino_r50/RESULTS.md). The
-    Q/DQ file records its gate precision in its metadata (``sa_deploy.sa_gate``), and the IR inherits it."""
+    Q/DQ file records its gate precision in its metadata (``sa_deploy.sa_gate``), and the IR inherits it. A model
+    without an SA gate (SE-, CBAM-, ECA-, GC-ResNet) has nothing to keep float: its IR comes from the cpu Q/DQ file."""
     if _skipped(stages, "OpenVINO IR", plan.openvino, "openvino"):
         return
     sources = {"fp32": next((a for a in artifacts if a.format == "onnx" and a.precision == "fp32"
                              and a.status == "ok"), None),
                "int8": None}
     fp32 = sources["fp32"]
-    if fp32 is not None and "cpu" in plan.int8_flavours:
+    cpu_qdq = next((a for a in artifacts if a.name == "onnx-int8-cpu" and a.status == "ok"), None)
+    if cpu_qdq is not None and not cpu_qdq.extra.get("quantize", {}).get("has_sa_gate", True):
+        sources["int8"] = cpu_qdq  # no SA gate to keep float: the cpu Q/DQ file is already OpenVINO's contract
+    elif fp32 is not None and "cpu" in plan.int8_flavours:
         qdq = Artifact("onnx-int8-cpu-float-gate", "onnx", "int8", _openvino_int8_source(fp32.path, plan),
                        fp32.lowering, "int8 cpu, SA gate float")
         with stages.stage("INT8 Q/DQ for OpenVINO (cpu flavour, SA gate float)") as rec:

@@ -93,3 +93,27 @@ def test_missing_data_is_one_line_error(tmp_path, capsys):
     rc = main(["run", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert rc != 0 and "labeled images not found" in err and "\n" not in err
+
+
+def test_family_model_run_exports_each_distinct_graph_once(tmp_path):
+    """A model with no SA layer (ECA-ResNet): fold and reshape-transpose would write the same graph, so the run exports
+    it once; OpenVINO's INT8 IR comes from the cpu Q/DQ file itself (no SA gate to keep float)."""
+    ck = tmp_path / "eca.pth"
+    torch.save({"state_dict": randomize(create_model("eca_resnet_cifar")).state_dict()}, ck)
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        rc = main(["run", "--model", "eca_resnet_cifar", "--checkpoint", str(ck), "--data", "embedded",
+                   "--out", str(tmp_path / "out"), "--val-num", "40", "--calib-num", "16", "--max-drop", "100",
+                   "--no-coreml"])
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    names = [a["name"] for a in report["artifacts"]]
+    assert "onnx-fold-fp32" in names and "onnx-reshape-transpose-fp32" not in names
+    assert report["plan"]["lowerings"] == ["fold"]
+    assert "has no SA layer: reshape-transpose would export the same graph as fold" in console.getvalue()
+    if importlib.util.find_spec("openvino"):
+        ov_int8 = next(a for a in report["artifacts"] if a["name"] == "openvino-int8")
+        cpu_qdq = next(a for a in report["artifacts"] if a["name"] == "onnx-int8-cpu")
+        assert ov_int8["variant"] == "int8 cpu" and ov_int8["status"] == "ok"
+        assert not list((tmp_path / "out").glob("*floatgate*"))  # no second Q/DQ file for a gate that is not there
+        assert cpu_qdq["quantize"]["has_sa_gate"] is False
+    assert rc == 0, [(a["name"], a["status"], a["reason"]) for a in report["artifacts"] if a["status"] != "ok"]
