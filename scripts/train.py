@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--limit-train", type=int, default=None, help="use only N training images (quick tests)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--compile", action="store_true",
+                   help="train through torch.compile: the same fp32 math in fused kernels, ~1.5x faster steps on CPU "
+                        "(after a 1-2 min compile); the card records from which step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--reschedule", action="store_true",
@@ -152,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     state.setdefault("commands", []).append(
         "python scripts/train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
     gen = torch.Generator().manual_seed(args.seed + state["epoch"])
+    forward = model
+    if args.compile:
+        forward = torch.compile(model)  # training steps only: evaluation and saving use the module itself
+        state.setdefault("compiled_from_step", state["step"])
 
     def save(path: Path, official: bool) -> None:
         tmp = path.with_suffix(".tmp")
@@ -178,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             for g in opt.param_groups:
                 g["lr"] = lr_at(state["step"], total, args.lr, warmup=steps_per_epoch // 2)
             ts = time.time()
-            loss = F.cross_entropy(model(xb), ytr[idx], label_smoothing=args.label_smoothing)
+            loss = F.cross_entropy(forward(xb), ytr[idx], label_smoothing=args.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -219,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "augmentation": "random crop 32 with 4px zero padding, horizontal flip",
         "commands": state["commands"],
         "train_minutes": round(state["train_seconds"] / 60, 1), "threads": args.threads,
+        "compiled_from_step": state.get("compiled_from_step"),
         "torch": torch.__version__, "curve": state["curve"], "rescheduled": state.get("rescheduled", []),
         "preprocess": cfg.to_dict(),
     }
