@@ -136,8 +136,8 @@ def calibrate_ranges(prep_onnx: Path, source: BatchSource, method: str, workdir:
     with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress chatter
         for x, _ in source.batches(batch_size):
             calibrator.collect_data(FeedReader([{name: x}]))
-        if method == "entropy":
-            coarsen_histograms(calibrator.collector.histogram_dict, MAX_ENTROPY_BINS)
+            if method == "entropy":  # after every batch: growth then starts from at most MAX_ENTROPY_BINS bins
+                coarsen_histograms(calibrator.collector.histogram_dict, MAX_ENTROPY_BINS)
         return calibrator.compute_data()
 
 
