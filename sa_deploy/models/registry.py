@@ -56,7 +56,7 @@ for _spec in (
     ModelSpec("gc_resnet50", family.gc_resnet50, IMAGENET_224, 1000,
               "GC-ResNet-50 (GC r16 after bn3 in every block, ImageNet)"),
     ModelSpec("se_resnet_cifar", family.se_resnet_cifar, CIFAR10_32, 10,
-              "small bottleneck SE-ResNet for 32x32 (CIFAR-10), built as sa_resnet_cifar"),
+              "small bottleneck SE-ResNet for 32x32 (CIFAR-10), trained as sa_resnet_cifar", "se_resnet_cifar.pth"),
     ModelSpec("cbam_resnet_cifar", family.cbam_resnet_cifar, CIFAR10_32, 10,
               "small bottleneck CBAM-ResNet for 32x32 (CIFAR-10), built as sa_resnet_cifar"),
     ModelSpec("eca_resnet_cifar", family.eca_resnet_cifar, CIFAR10_32, 10,
