@@ -182,8 +182,7 @@ def progress_note(plan: RunPlan, artifacts: list[Artifact]) -> str:
         f"onnx-int8-{f}" for f in plan.int8_flavours] + ([f"coreml-{p}" for p in plan.coreml_precisions]
                                                          if plan.coreml else [])
     if plan.openvino and plan.lowerings:
-        cpu_qdq = next((a for a in artifacts if a.name == "onnx-int8-cpu"), None)
-        no_gate = cpu_qdq is not None and not cpu_qdq.extra.get("quantize", {}).get("has_sa_gate", True)
+        no_gate = _gateless_cpu_qdq(artifacts) is not None
         planned += ["openvino-fp32", "openvino-fp16"] + (
             ([] if no_gate else ["onnx-int8-cpu-float-gate"]) + ["openvino-int8"] if "cpu" in plan.int8_flavours
             else [])
@@ -352,6 +351,14 @@ def _skipped(stages: Stages, name: str, enabled: bool, backend: str) -> bool:
     return bool(reason)
 
 
+def _gateless_cpu_qdq(artifacts: list[Artifact]) -> Artifact | None:
+    """The cpu-flavour Q/DQ artifact, written, when its model has no SA gate (nothing to keep float for OpenVINO)."""
+    cpu_qdq = next((a for a in artifacts if a.name == "onnx-int8-cpu" and a.status == "ok"), None)
+    if cpu_qdq is None or cpu_qdq.extra.get("quantize", {}).get("has_sa_gate", True):
+        return None
+    return cpu_qdq
+
+
 def _openvino_int8_source(fp32: Path, plan: RunPlan) -> Path:
     """The Q/DQ file the OpenVINO INT8 IR is converted from (an intermediate: it is not scored on onnxruntime)."""
     return api.derived_path(fp32, "int8", "cpu", plan.int8_method, "floatgate")
@@ -373,8 +380,8 @@ def _openvino_stage(plan: RunPlan, artifacts: list[Artifact], stages: Stages, ca
                              and a.status == "ok"), None),
                "int8": None}
     fp32 = sources["fp32"]
-    cpu_qdq = next((a for a in artifacts if a.name == "onnx-int8-cpu" and a.status == "ok"), None)
-    if cpu_qdq is not None and not cpu_qdq.extra.get("quantize", {}).get("has_sa_gate", True):
+    cpu_qdq = _gateless_cpu_qdq(artifacts)
+    if cpu_qdq is not None:
         sources["int8"] = cpu_qdq  # no SA gate to keep float: the cpu Q/DQ file is already OpenVINO's contract
     elif fp32 is not None and "cpu" in plan.int8_flavours:
         qdq = Artifact("onnx-int8-cpu-float-gate", "onnx", "int8", _openvino_int8_source(fp32.path, plan),
