@@ -22,7 +22,7 @@ from sa_deploy.errors import BudgetExceededError, SADeployError
 from sa_deploy.models import create_model
 from sa_deploy.plan import RunPlan, resolve_data
 from sa_deploy.util.machine import machine_info
-from sa_deploy.validate.accuracy import Predictions, predict, score
+from sa_deploy.validate.accuracy import Predictions, predict, score, subset_budget
 from sa_deploy.validate.parity import tolerance_class
 
 
@@ -259,7 +259,7 @@ def _run_stages(plan: RunPlan, model, val, calib, data, data_source: str, out: P
                         subset = (sub, predict(torch_runner, sub, desc="pytorch fp32 (subset)"))
                 source, ref_of_source = subset
             try:
-                _evaluate(art, source, ref_of_source, x1, plan)
+                _evaluate(art, source, ref_of_source, x1, plan, sampled=source is not val)
             except SADeployError as exc:
                 art.status, art.reason = "failed", str(exc)
             except Exception as exc:  # noqa: BLE001 - one artifact failing must not stop the others
@@ -283,10 +283,14 @@ def _run_stages(plan: RunPlan, model, val, calib, data, data_source: str, out: P
     return report
 
 
-def _evaluate(art: Artifact, source, ref: Predictions, x1: np.ndarray, plan: RunPlan) -> None:
-    """Top-1/top-5, drop and parity vs PyTorch on the same images, the plan's budget, and latency."""
-    budget = {"int8": plan.int8_max_drop, "bf16": plan.bf16_max_drop}.get(tolerance_class(art.precision),
-                                                                         plan.fp16_max_drop)
+def _evaluate(art: Artifact, source, ref: Predictions, x1: np.ndarray, plan: RunPlan, sampled: bool = False) -> None:
+    """Top-1/top-5, drop and parity vs PyTorch on the same images, the plan's budget (on a ``sampled`` subset: at
+    least one image, ``subset_budget``), and latency."""
+    planned = {"int8": plan.int8_max_drop, "bf16": plan.bf16_max_drop}.get(tolerance_class(art.precision),
+                                                                          plan.fp16_max_drop)
+    budget = subset_budget(planned, len(source)) if sampled else planned
+    if budget != planned:
+        art.metrics["budget_note"] = f"budget {planned:g} is finer than 1 of {len(source)} images: gate {budget:.2f}"
     with open_runner(art.path, plan.threads, **art.runner_options) as runner:
         res = score(art.name, art.precision, predict(runner, source, desc=art.name), ref, max_drop=budget)
         iters = plan.latency_iters if art.format != "coreml" else max(1, plan.latency_iters // 10)

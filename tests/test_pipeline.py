@@ -27,8 +27,9 @@ def tiny_run(tmp_path_factory):
     torch.save({"epoch": 1, "state_dict": randomize(create_model("sa_resnet_cifar")).state_dict(), "best_acc": 0.0},
                ck)
     # random weights: near-tied logits, so bf16 may flip a few of the 40 images; its budget is not what is tested
+    # coreml_val_num < val-num: CoreML is scored on a sampled subset against PyTorch on the same subset
     (tmp / "plan.yaml").write_text("lowerings: [fold]\nlatency_iters: 3\ncoreml_precisions: [fp16]\n"
-                                   "bf16_max_drop: 100\n")
+                                   "bf16_max_drop: 100\ncoreml_val_num: 20\n")
     console = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(console):
         mp.delenv(resolve.DATA_ENV, raising=False)
@@ -67,6 +68,36 @@ def test_report_files_and_structure(tiny_run):
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table>" in html
     assert rc == 0 and report["passed"]
+
+
+def test_coreml_is_scored_on_its_subset(tiny_run):
+    rc, out, _ = tiny_run
+    report = json.loads((out / "report.json").read_text())
+    coreml = [a for a in report["artifacts"] if a["format"] == "coreml" and a["status"] == "ok"]
+    if not coreml:
+        pytest.skip("coremltools is not installed")
+    assert all(a["images"] == 20 for a in coreml)
+    assert "20 images" in (out / "report.md").read_text()
+
+
+def test_subset_budget_is_at_least_one_image():
+    from sa_deploy.validate.accuracy import subset_budget
+
+    assert subset_budget(0.1, 500) == pytest.approx(0.2)  # one image of 500 is 0.2 points
+    assert subset_budget(0.1, 1000) == pytest.approx(0.1)  # measurable: unchanged
+    assert subset_budget(1.0, 500) == 1.0
+    assert subset_budget(0.0, 500) == 0.0  # "no drop at all" stays exact
+
+
+def test_sampled_budget_note_in_the_report():
+    from sa_deploy.report.render import summary_rows
+
+    report = {"reference": {"top1": 90.0, "images": 1000},
+              "artifacts": [{"format": "coreml", "lowering": "fold", "precision": "fp16", "status": "ok",
+                             "top1": 89.8, "drop": 0.2, "cosine": 1.0, "images": 500, "runner": "coreml-reference",
+                             "budget_note": "budget 0.1 is finer than 1 of 500 images: gate 0.20"}]}
+    status = summary_rows(report)[-1][-1]
+    assert status == "ok (500 images, coreml-reference; budget 0.1 is finer than 1 of 500 images: gate 0.20)"
 
 
 def test_no_data_configured_uses_the_embedded_sample(tiny_run):

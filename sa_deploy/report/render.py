@@ -60,6 +60,8 @@ def summary_rows(report: dict) -> list[list[str]]:
         notes = [a["reason"]] if a.get("reason") else []
         if a.get("images") and a["images"] != ref.get("images"):
             notes.append(f"{a['images']} images, {a.get('runner', '')}".rstrip(", "))
+        if a.get("budget_note"):
+            notes.append(a["budget_note"])
         status = a["status"] + (f" ({'; '.join(notes)})" if notes else "")
         rows.append([a["format"] + (f" {a['lowering']}" if a.get("lowering") else ""),
                      a.get("variant") or a["precision"], _fmt(a.get("size_mb"), ".2f"), _fmt(a.get("top1"), ".2f"),
