@@ -184,7 +184,6 @@ def main(argv: list[str] | None = None) -> int:
             total = state["total_steps"] or int(args.epochs * steps_per_epoch)
             for g in opt.param_groups:
                 g["lr"] = lr_at(state["step"], total, args.lr, warmup=steps_per_epoch // 2)
-            ts = time.time()
             loss = F.cross_entropy(forward(xb), ytr[idx], label_smoothing=args.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -203,7 +202,6 @@ def main(argv: list[str] | None = None) -> int:
                     state["total_steps"] = int(args.epochs * steps_per_epoch)
                 log(args.run_dir, f"{step_time:.2f}s/step -> schedule {state['total_steps']} steps "
                                   f"({state['total_steps'] / steps_per_epoch:.1f} epochs)")
-            del ts
         state["epoch"] += 1
         state["train_seconds"] += time.time() - t_epoch
         acc = evaluate(model, xva, yva, mean, std)
