@@ -298,7 +298,7 @@ def _evaluate(art: Artifact, source, ref: Predictions, x1: np.ndarray, plan: Run
                        cosine=p.cosine, top1_agreement=p.top1_agreement, max_abs=p.max_abs, parity_passed=p.passed,
                        parity_reason=p.reason() or None, within_budget=res.within_budget, latency_ms=latency,
                        runner=runner.name)
-    if res.drop is not None and planned + 1e-9 < res.drop <= budget + 1e-9:  # passed only by the raised budget
+    if res.within_budget and res.drop is not None and res.drop > planned + 1e-9:  # passed only by the raised gate
         art.metrics["budget_note"] = f"budget {planned:g} is finer than 1 of {len(source)} images: gate {budget:.2f}"
 
 
