@@ -58,6 +58,10 @@ MODULES = {"sa": ("SA", "sa_resnet50", "sa_resnet_cifar"), "se": ("SE", "se_resn
 RUNTIMES = ("onnxruntime", "openvino")  # the CPU runtimes timed (OpenVINO with its f32 hint)
 FLAVOURS = ("tensorrt", "cpu")
 LOWERINGS = {"naive": "none", "deploy": "fold"}
+# default (rounds, calls per round) per input size: a 32x32 call takes ~0.5 ms, so it needs many more calls per
+# round than a 224x224 one (~20 ms) for a round's median to rise above the timer's and the scheduler's noise
+TIMING = {224: (5, 10), 32: (7, 200)}
+QUICK_TIMING = (2, 3)
 
 
 def log(msg: str) -> None:
@@ -155,9 +159,12 @@ def measure_size(size: int, work: Path, args: argparse.Namespace, runtimes: tupl
             log(f"{name}: INT8 {', '.join(FLAVOURS)} on the embedded sample")
             row["int8_drop"] = int8_drops(model, files["deploy"])
         rows[attr] = row
-    log(f"{group}: timing {len(artifacts)} files on {', '.join(runtimes)}, batch {args.batch}, {args.rounds} rounds")
+    default_rounds, default_iters = QUICK_TIMING if args.quick else TIMING[size]
+    rounds, iters = args.rounds or default_rounds, args.iters or default_iters
+    log(f"{group}: timing {len(artifacts)} files on {', '.join(runtimes)}, batch {args.batch}, "
+        f"{rounds} rounds x {iters} calls")
     # bench_group times each runtime in its own interleaved run (a runtime's spinning threads slow the next one's)
-    timing = bench_group(artifacts, tuple(args.batch), args.rounds, args.iters, threads=args.threads, naive="-",
+    timing = bench_group(artifacts, tuple(args.batch), rounds, iters, threads=args.threads, naive="-",
                          runtimes=runtimes, progress=lambda m: log(f"  {m}"))
     for r in timing:
         if r.variant != "floor":
@@ -167,7 +174,7 @@ def measure_size(size: int, work: Path, args: argparse.Namespace, runtimes: tupl
         else:
             rows[next(iter(rows))].setdefault("floor_ms", {})[f"{r.runtime} b{r.batch}"] = r.median_ms
     return {"size": size, "rows": rows, "runtimes": list(runtimes), "batches": list(args.batch),
-            "rounds": args.rounds, "iters": args.iters}
+            "rounds": rounds, "iters": iters}
 
 
 def _ratio(row: dict, key: str) -> str:
@@ -235,16 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="32x32 only, 2 rounds of 3 calls (default: 224 and 32)")
     p.add_argument("--sizes", type=int, nargs="+", choices=(224, 32), help="input sizes (default: 224 32)")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes timed (default: 1 8)")
-    p.add_argument("--rounds", type=int, help="interleaved timing rounds (default 5; --quick 2)")
-    p.add_argument("--iters", type=int, help="timed calls per file, batch and round (default 10; --quick 3)")
+    p.add_argument("--rounds", type=int, help="interleaved timing rounds (default 5 at 224, 7 at 32; --quick 2)")
+    p.add_argument("--iters", type=int,
+                   help="timed calls per file, batch and round (default 10 at 224, 200 at 32; --quick 3)")
     p.add_argument("--threads", type=int, default=None, help="runtime threads (default: all cores)")
     p.add_argument("--no-coreml", action="store_true", help="skip the CoreML conversions")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "attention.md", help="page to write the tables into")
     p.add_argument("--work", type=Path, default=ROOT / "out" / "attention", help="ONNX / CoreML files, JSON")
     args = p.parse_args(argv)
     args.sizes = args.sizes or ([32] if args.quick else [224, 32])
-    args.rounds = args.rounds or (2 if args.quick else 5)
-    args.iters = args.iters or (3 if args.quick else 10)
     runtimes = tuple(rt for rt in RUNTIMES if rt in available_runtimes())
     command = "python scripts/attention_table.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     machine = machine_info(args.threads)
