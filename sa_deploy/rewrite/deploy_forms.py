@@ -42,7 +42,8 @@ def deploy_forms() -> dict[type[nn.Module], DeployForm]:
 for _cls, _form in (
     (SEModule, DeployForm("se-conv", SEDeploy, "Linear layers on the flattened vector -> 1x1 convs, no Reshape")),
     (CBAM, DeployForm("cbam-conv", CBAMDeploy,
-                      "shared MLP once on [avg | max] as 1x1 convs, ReduceMax pooling, no Reshape")),
+                      "shared MLP once on [avg | max] as 1x1 convs, ReduceMax pooling, spatial conv per map "
+                      "(no Concat), no Reshape")),
     (ECAModule, DeployForm("eca-rank4", ECADeploy, "Conv1d on (b, 1, c) -> (k x 1) Conv2d on (b, 1, c, 1), no "
                                                    "Shape/Expand")),
     (GCBlock, DeployForm("gc-rank4", GCDeploy, "Reshape + MatMul context -> rank-4 ReduceSum(x * softmax map); "
