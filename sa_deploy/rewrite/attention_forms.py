@@ -8,9 +8,9 @@ scale). What the naive export of each does and what its form changes: docs/atten
         ReLU, the two columns summed, W2 as a 1x1 conv with bias 2*b2 (W2 is linear); the global max pool is a
         ReduceMax over (h, w), not a MaxPool whose kernel is the feature map's size; no Reshape. The 7x7 conv over
         Concat[mean; max] becomes one 1-channel conv per map, summed (the conv is linear in its input channels):
-        a quantizer gives the mean and the max map each its own int8 scale instead of one for both, where the
-        mean's small values lost their resolution (CoreML W8A8 of cbam_resnet_cifar: top-1 70% with the Concat,
-        88% without; float 89%).
+        coremltools' quantizer gives a Concat and its inputs one shared scale, which came out fit to the mean map
+        and clipped the max map (CoreML W8A8 of cbam_resnet_cifar: top-1 70% with the Concat, 88% without; float
+        89%); split, each map gets its own scale.
 - ECA:  the 1-D conv across channels runs on (b, 1, c, 1) as a (k x 1) Conv2d between two Transposes: rank 4, no
         Squeeze/Unsqueeze, and the gate broadcasts in the Mul (no Shape -> Expand).
 - GC:   the context in rank 4 without shape arithmetic: softmax over (h, w) of the logit map written out (ReduceMax,
@@ -63,7 +63,7 @@ class CBAMDeploy(nn.Module):
         self.reduce = _conv1x1(first)
         # mlp(avg) + mlp(max) = W2 (relu(W1 avg + b1) + relu(W1 max + b1)) + 2 b2
         self.expand = _conv1x1(second, bias_scale=2.0)
-        # conv([mean; max]) = conv_mean(mean) + conv_max(max): no Concat, so each map gets its own int8 scale
+        # conv([mean; max]) = conv_mean(mean) + conv_max(max): no Concat, whose one int8 scale clips one map
         self.spatial_mean, self.spatial_max = (
             nn.Conv2d(1, 1, cbam.spatial.kernel_size, padding=cbam.spatial.padding, bias=bias)
             for bias in (cbam.spatial.bias is not None, False))
