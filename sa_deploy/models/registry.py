@@ -58,7 +58,7 @@ for _spec in (
     ModelSpec("se_resnet_cifar", family.se_resnet_cifar, CIFAR10_32, 10,
               "small bottleneck SE-ResNet for 32x32 (CIFAR-10), trained as sa_resnet_cifar", "se_resnet_cifar.pth"),
     ModelSpec("cbam_resnet_cifar", family.cbam_resnet_cifar, CIFAR10_32, 10,
-              "small bottleneck CBAM-ResNet for 32x32 (CIFAR-10), built as sa_resnet_cifar"),
+              "small bottleneck CBAM-ResNet for 32x32 (CIFAR-10), trained as sa_resnet_cifar", "cbam_resnet_cifar.pth"),
     ModelSpec("eca_resnet_cifar", family.eca_resnet_cifar, CIFAR10_32, 10,
               "small bottleneck ECA-ResNet for 32x32 (CIFAR-10), trained as sa_resnet_cifar", "eca_resnet_cifar.pth"),
     ModelSpec("gc_resnet_cifar", family.gc_resnet_cifar, CIFAR10_32, 10,
