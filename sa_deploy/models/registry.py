@@ -62,7 +62,7 @@ for _spec in (
     ModelSpec("eca_resnet_cifar", family.eca_resnet_cifar, CIFAR10_32, 10,
               "small bottleneck ECA-ResNet for 32x32 (CIFAR-10), trained as sa_resnet_cifar", "eca_resnet_cifar.pth"),
     ModelSpec("gc_resnet_cifar", family.gc_resnet_cifar, CIFAR10_32, 10,
-              "small bottleneck GC-ResNet for 32x32 (CIFAR-10), built as sa_resnet_cifar"),
+              "small bottleneck GC-ResNet for 32x32 (CIFAR-10), trained as sa_resnet_cifar", "gc_resnet_cifar.pth"),
 ):
     register_model(_spec)
 
