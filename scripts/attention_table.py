@@ -205,7 +205,8 @@ def render(result: dict[str, Any], command: str, machine: dict[str, str], quick:
     # accuracy belongs to the trained small variants: their columns are in the 32x32 table only
     accuracy = size == 32
     lines += ["", "Latency over the floor (same runtime, same batch), naive / deploy form"
-              + ("; accuracy of the trained small variant (INT8 drop: top-1 points on the embedded sample):"
+              + ("; accuracy of the trained small variant (INT8 drop: top-1 points lost vs PyTorch on the embedded"
+                 " sample; negative: gained):"
                  if accuracy else " (accuracy: the trained small variants, in the 32x32 table):"), "",
               "| module | " + " | ".join(keys) + " |"
               + (" CIFAR-10 top-1 | INT8 drop tensorrt | INT8 drop cpu |" if accuracy else ""),
