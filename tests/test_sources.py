@@ -107,3 +107,34 @@ def test_npz_source_and_reader_are_reiterable(tmp_path):
     fp = src.fingerprint()
     assert fp == open_images(tmp_path / "d.npz", CIFAR10_32, num=7).fingerprint()
     assert fp != open_images(tmp_path / "d.npz", CIFAR10_32, num=6).fingerprint()
+
+
+def test_every_source_has_the_same_interface(tmp_path):
+    """load() reads once and caches; batches() serves normalized NCHW floats; len/labeled/fingerprint (issue 26)."""
+    from sa_deploy.data.sample import EmbeddedSource
+    from sa_deploy.data.sources import ArraySource, Source
+
+    _write_images(tmp_path / "folder", 2)
+    rs = np.random.RandomState(2)
+    images = rs.randint(0, 255, (5, 40, 36, 3), dtype=np.uint8)
+    np.savez(tmp_path / "img.npz", images=images, labels=np.arange(5) % 2)
+    np.savez(tmp_path / "in.npz", inputs=rs.randn(3, 3, 32, 32).astype(np.float32))
+    sources = {"folder": open_images(tmp_path / "folder", CIFAR10_32),
+               "npz images": open_images(tmp_path / "img.npz", CIFAR10_32),
+               "npz inputs": open_images(tmp_path / "in.npz", CIFAR10_32),
+               "embedded": EmbeddedSource("val", CIFAR10_32, num=6),
+               "arrays": ArraySource([rs.randn(2, 3, 32, 32).astype(np.float32)])}
+    for name, src in sources.items():
+        assert isinstance(src, Source), name
+        first = src.load()
+        assert src.load() is first, name  # cached
+        assert len(first[1]) == len(src) and first[1].dtype == np.int64, name
+        x, y = next(src.batches(64))
+        assert x.dtype == np.float32 and x.shape[1:] == (3, 32, 32) and len(x) == len(src), name
+        assert src.labeled == (name not in ("npz inputs", "arrays")), name
+        assert isinstance(src.fingerprint(), str) and src.skipped == [], name
+    # an .npz of uint8 images is preprocessed exactly like the same images read from files
+    from sa_deploy.data.preprocess import normalize, resize_crop
+
+    want = normalize(np.stack([resize_crop(Image.fromarray(im), CIFAR10_32) for im in images]), CIFAR10_32)
+    np.testing.assert_array_equal(sources["npz images"].load()[0], want)

@@ -1,7 +1,10 @@
-"""Image sources for calibration, evaluation and training: an image folder (class sub-folders or flat) or an .npz.
+"""Image sources for calibration, evaluation and training: an image folder (class sub-folders or flat), an .npz,
+the embedded sample (data.sample) or arrays already in memory.
 
-Sources are re-iterable: each ``batches()`` call starts from the beginning (unlike onnxruntime's stateful
-CalibrationDataReader, which is adapted on top of this in ``calibration.int8``)."""
+Every source has the same interface (``Source``): ``load()`` reads the images once and caches them, ``batches()``
+serves normalized NCHW float32 inputs with their labels, ``len()``, ``labeled``, ``class_names``, ``skipped`` and
+``fingerprint()``. Sources are re-iterable: each ``batches()`` call starts from the beginning (unlike onnxruntime's
+stateful CalibrationDataReader, which is adapted on top of this in ``calibration.int8``)."""
 from __future__ import annotations
 
 import hashlib
@@ -112,7 +115,37 @@ def _read(path: Path, cfg: PreprocessConfig) -> np.ndarray | None:
         return None  # PIL's decoders raise all of these on damaged files
 
 
-class DecodedImages(ABC):
+class Source(ABC):
+    """What every source offers. ``load()`` reads (decodes, preprocesses) all its images once and caches them, so a
+    caller can read a source up front (``sa-deploy run`` does, before it writes anything) and later calls cost
+    nothing; ``batches()`` serves them as normalized NCHW float32 inputs and labels (-1 = unlabeled)."""
+
+    class_names: tuple[str, ...] = ()
+    skipped: list[Path]
+
+    @abstractmethod
+    def load(self, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Reads the images now (once; cached) and returns them as the source holds them, with labels (N,) int64:
+        (N,H,W,3) uint8 after resize/center-crop for decoded images (DecodedImages), (N,3,H,W) float32 inputs for
+        arrays (ArraySource, NpzSource)."""
+
+    @abstractmethod
+    def batches(self, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(N,3,H,W) float32 normalized inputs and labels (N,) int64; restartable."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Identifies the exact data seen (and its preprocessing), for calibration caches."""
+
+    def __len__(self) -> int:
+        return len(self.load()[1])
+
+    @property
+    def labeled(self) -> bool:
+        return bool((self.load()[1] >= 0).all())
+
+
+class DecodedImages(Source):
     """Base of sources that decode images once (``load``: (N,H,W,3) uint8 + labels) and serve normalized batches."""
 
     cfg: PreprocessConfig
@@ -195,43 +228,45 @@ class ImageSource(DecodedImages):
         return h.hexdigest()[:16]
 
 
-class ArraySource:
+class ArraySource(Source):
     """Already-preprocessed NCHW float32 inputs held in memory, with labels (-1 = unlabeled); the base of NpzSource
-    and what generated inputs for ImageNet-size models are wrapped in."""
+    and what generated inputs for ImageNet-size models are wrapped in. ``load()`` returns them as they are."""
 
     def __init__(self, batches: list[np.ndarray], labels: np.ndarray | None = None) -> None:
         if not batches:
             raise DataSourceError("no calibration batches given")
-        self._set(np.concatenate([np.asarray(b, np.float32) for b in batches]), labels)
+        inputs = np.concatenate([np.asarray(b, np.float32) for b in batches])
+        self._cache: tuple[np.ndarray, np.ndarray] | None = (inputs, _labels_or_unlabeled(labels, len(inputs)))
         self.class_names: tuple[str, ...] = ()
-
-    def _set(self, inputs: np.ndarray, labels: np.ndarray | None) -> None:
-        self._inputs = inputs
-        self._labels = (np.asarray(labels, np.int64) if labels is not None else np.full(len(inputs), -1, np.int64))
         self.skipped: list[Path] = []
 
-    @property
-    def labeled(self) -> bool:
-        return bool((self._labels >= 0).all())
-
-    def __len__(self) -> int:
-        return len(self._inputs)
+    def load(self, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The inputs (N,3,H,W) float32 and labels (N,) int64."""
+        assert self._cache is not None
+        return self._cache
 
     def batches(self, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for i in range(0, len(self._inputs), batch_size):
-            yield self._inputs[i:i + batch_size], self._labels[i:i + batch_size]
+        inputs, labels = self.load()
+        for i in range(0, len(inputs), batch_size):
+            yield inputs[i:i + batch_size], labels[i:i + batch_size]
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(np.ascontiguousarray(self._inputs).tobytes()).hexdigest()[:16]
+        return hashlib.sha256(np.ascontiguousarray(self.load()[0]).tobytes()).hexdigest()[:16]
+
+
+def _labels_or_unlabeled(labels: np.ndarray | None, count: int) -> np.ndarray:
+    return np.asarray(labels, np.int64) if labels is not None else np.full(count, -1, np.int64)
 
 
 class NpzSource(ArraySource):
     """Arrays from an .npz: ``images`` (N,H,W,3) uint8 (preprocessed here) or ``inputs`` (N,3,H,W float32)
-    (used as they are); optional ``labels`` (N,)."""
+    (used as they are); optional ``labels`` (N,). The file is read and checked when the source is made (a bad
+    .npz is an error there); ``load()`` preprocesses the first ``num`` samples once and caches them."""
 
     def __init__(self, path: str | Path, cfg: PreprocessConfig, num: int | None = None) -> None:
         self.root = Path(path)
         self.cfg = cfg
+        self.skipped = []
         arrays = read_npz(self.root)
         if "inputs" in arrays:
             x = arrays["inputs"]
@@ -244,18 +279,16 @@ class NpzSource(ArraySource):
             x = x.astype(np.float32)
             if not np.isfinite(x).all():
                 raise DataSourceError(f"{self.root}: 'inputs' holds NaN/Inf values")
+            self._key = "inputs"
         elif "images" in arrays:
-            imgs = arrays["images"]
-            if imgs.ndim != 4 or imgs.shape[-1] != 3 or 0 in imgs.shape[1:3]:
-                raise DataSourceError(f"{self.root}: 'images' has shape {imgs.shape}, expected (N, H, W, 3) uint8")
-            if imgs.dtype != np.uint8 and not (imgs.dtype.kind in "iu" and imgs.size and imgs.min() >= 0
-                                               and imgs.max() <= 255):
-                raise DataSourceError(f"{self.root}: 'images' has dtype {imgs.dtype}" + (
-                    " with values outside 0..255" if imgs.dtype.kind in "iu" else "") + "; expected uint8 pixels "
+            x = arrays["images"]
+            if x.ndim != 4 or x.shape[-1] != 3 or 0 in x.shape[1:3]:
+                raise DataSourceError(f"{self.root}: 'images' has shape {x.shape}, expected (N, H, W, 3) uint8")
+            if x.dtype != np.uint8 and not (x.dtype.kind in "iu" and x.size and x.min() >= 0 and x.max() <= 255):
+                raise DataSourceError(f"{self.root}: 'images' has dtype {x.dtype}" + (
+                    " with values outside 0..255" if x.dtype.kind in "iu" else "") + "; expected uint8 pixels "
                     "(preprocessed floats go under 'inputs', shape (N, 3, H, W))")
-            crops = [resize_crop(Image.fromarray(im.astype(np.uint8)), cfg) for im in imgs]
-            x = normalize(np.stack(crops), cfg) if crops else np.zeros((0, 3, cfg.input_size, cfg.input_size),
-                                                                        np.float32)
+            self._key = "images"
         else:
             raise DataSourceError(f"{self.root} has neither 'images' (N,H,W,3 uint8) nor 'inputs' (N,3,H,W float32)")
         n = len(x) if num is None else min(num, len(x))
@@ -263,15 +296,36 @@ class NpzSource(ArraySource):
             raise DataSourceError(f"{self.root} holds no samples")
         labels = arrays.get("labels")
         if labels is not None:
-            labels = _check_labels(self.root, labels, len(x), len(cfg.class_names))
-        self._set(x[:n], labels[:n] if labels is not None else None)
+            labels = _check_labels(self.root, labels, len(x), len(cfg.class_names))[:n]
+        self._raw = x[:n]
+        self._raw_labels = _labels_or_unlabeled(labels, n)
+        self._cache = None
         self.class_names = tuple(cfg.class_names) if labels is not None else ()
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    @property
+    def labeled(self) -> bool:
+        return bool((self._raw_labels >= 0).all())
+
+    def load(self, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The samples as (N,3,H,W) float32 inputs (``images`` resized, center-cropped and normalized with the
+        model's config; ``inputs`` as they are) and labels (N,) int64; computed once, then cached."""
+        if self._cache is None:
+            x = self._raw
+            if self._key == "images":
+                crops = [resize_crop(Image.fromarray(im.astype(np.uint8)), self.cfg) for im in x]
+                x = normalize(np.stack(crops), self.cfg)
+            self._cache = (x, self._raw_labels)
+        return self._cache
 
     def fingerprint(self) -> str:
         # the preprocessing is part of what was calibrated on
         h = hashlib.sha256(self.cfg.to_json().encode())
-        h.update(np.ascontiguousarray(self._inputs).tobytes())
-        h.update(self._labels.tobytes())
+        h.update(self._key.encode())
+        h.update(np.ascontiguousarray(self._raw).tobytes())
+        h.update(self._raw_labels.tobytes())
         return h.hexdigest()[:16]
 
 
