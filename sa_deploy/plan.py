@@ -17,7 +17,7 @@ class RunPlan:
     model: str = "sa_resnet_cifar"
     checkpoint: str | None = None  # None: the embedded trained weights of `model`
     # where images come from (sa_deploy.data.resolve): a folder with train/ and val/ (image folders), or `embedded`;
-    # default: $SA_DEPLOY_DATA, the development copy ../shared/data/cifar10, else the sample embedded in sa-deploy
+    # default: $SA_DEPLOY_DATA, else the sample embedded in sa-deploy (data/resolve.py)
     data: str | None = None
     calib: str | None = None  # overrides data/train
     val: str | None = None  # overrides data/val

@@ -138,8 +138,7 @@ def measure(models: list[str]) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=None,
-                   help="CIFAR-10 folder with train/ and val/ class folders (default: $SA_DEPLOY_DATA or the "
-                        "development copy)")
+                   help="CIFAR-10 folder with train/ and val/ class folders (default: $SA_DEPLOY_DATA)")
     p.add_argument("--val-num", type=int, default=1000)
     p.add_argument("--calib-num", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)

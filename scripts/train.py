@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="sa_resnet_cifar")
     p.add_argument("--data", type=Path, default=default_data_dir(),
-                   help="folder with train/ and val/ (default: $SA_DEPLOY_DATA or ../shared/data/cifar10)")
+                   help="folder with train/ and val/ (default: $SA_DEPLOY_DATA)")
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--epochs", type=float, default=30.0)
     p.add_argument("--time-budget-min", type=float, default=None,

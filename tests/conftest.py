@@ -10,8 +10,8 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 @pytest.fixture(scope="session")
 def labeled_data():
-    """Real labeled CIFAR-10 images, from the data resolver: $SA_DEPLOY_DATA, the development copy in
-    ../shared/data/cifar10, else the sample embedded in the package -- so every test runs on a clean clone
+    """Real labeled CIFAR-10 images, from the data resolver: $SA_DEPLOY_DATA (development runs set it to
+    ../shared/data/cifar10), else the sample embedded in the package -- so every test runs on a clean clone
     (SA_DEPLOY_DATA=embedded runs the suite as a clean clone would). ``.val`` / ``.calib`` open with
     ``.open(cfg, num, seed)``; ``.val.cli_value`` is what to pass to ``--data``."""
     from sa_deploy.data.resolve import resolve_labeled_data

@@ -28,9 +28,8 @@ NUM = 120  # images written to folders (the first 120 of the sample's validation
 
 @pytest.fixture
 def no_default_data(monkeypatch):
-    """As on a clean clone: no $SA_DEPLOY_DATA and no ../shared/data/cifar10."""
+    """As on a clean clone: no $SA_DEPLOY_DATA."""
     monkeypatch.delenv(resolve.DATA_ENV, raising=False)
-    monkeypatch.setattr(resolve, "development_copy", lambda: None)
 
 
 @pytest.fixture(scope="module")
@@ -149,14 +148,16 @@ def test_nothing_configured_resolves_to_the_embedded_sample(no_default_data):
 
 
 def test_resolution_order(no_default_data, monkeypatch, folders):
-    # the development copy, then $SA_DEPLOY_DATA, then what is given, win in turn
+    # the embedded sample, then $SA_DEPLOY_DATA, then what is given, win in turn
     dev = folders / "dev"
     for sub in ("train", "val"):
         (dev / sub).mkdir(parents=True, exist_ok=True)
         (dev / sub / "x.png").write_bytes((folders / "flat" / "img_0000.png").read_bytes())
-    monkeypatch.setattr(resolve, "development_copy", lambda: dev)
+    assert resolve_labeled_data().embedded and resolve.default_data_dir() is None
+    monkeypatch.setenv(resolve.DATA_ENV, str(dev))
     data = resolve_labeled_data()
-    assert data.val.path == dev / "val" and data.calib.path == dev / "train" and data.origin == "development copy"
+    assert data.val.path == dev / "val" and data.calib.path == dev / "train" and data.origin == "$SA_DEPLOY_DATA"
+    assert resolve.default_data_dir() == dev
     monkeypatch.setenv(resolve.DATA_ENV, EMBEDDED)
     assert resolve_labeled_data().embedded and resolve.default_data_dir() is None
     monkeypatch.setenv(resolve.DATA_ENV, str(folders / "nowhere"))
@@ -319,3 +320,21 @@ def test_labels_outside_the_model_are_a_one_line_error(onnx_model, tmp_path, cap
     # the .npz reader refuses it first, naming the file (the scoring check is the fallback for other sources)
     assert rc == 2 and "\n" not in err and err.startswith("sa-deploy validate: error: "), err
     assert "d.npz" in err and "holds class 10" in err and "10 classes" in err, err
+
+
+def test_no_development_folder_is_looked_for(no_default_data, monkeypatch, folders, tmp_path):
+    """A CIFAR-10 copy in ../shared/data/cifar10 (beside the project or the working directory) exists only in
+    development: the package neither looks for it nor names it (issue 26); only --data and $SA_DEPLOY_DATA count."""
+    for base in (tmp_path / "shared", tmp_path / "work" / "shared"):
+        for sub in ("train", "val"):
+            d = base / "data" / "cifar10" / sub / "airplane"
+            d.mkdir(parents=True)
+            (d / "x.png").write_bytes((folders / "flat" / "img_0000.png").read_bytes())
+    (tmp_path / "work").mkdir(exist_ok=True)
+    monkeypatch.chdir(tmp_path / "work")
+    data = resolve_labeled_data()
+    assert data.embedded and data.origin == "no --data given, $SA_DEPLOY_DATA unset"
+    assert resolve.default_data_dir() is None
+    assert not hasattr(resolve, "development_copy")
+    resolver = [ROOT / "sa_deploy" / "plan.py", *(ROOT / "sa_deploy" / "data").rglob("*.py")]
+    assert not [p for p in resolver if re.search(r"""shared/data|['"]shared['"]""", p.read_text())]

@@ -4,9 +4,10 @@ Labeled data for a run (``resolve_labeled_data``), in this order:
 1. what the user gave: ``--data DIR`` (``DIR/train`` for calibration, ``DIR/val`` for validation; with ``--labels``
    a flat ``DIR/val``, or ``DIR`` itself, plus a labels file), ``--val`` / ``--calib`` for each side;
 2. ``$SA_DEPLOY_DATA`` (a folder like ``--data``, or ``embedded``);
-3. the development copy of CIFAR-10 in ``../shared/data/cifar10`` beside the project or the working directory;
-4. the embedded sample shipped in the package (data.sample): real CIFAR-10 images, enough for calibration and an
+3. the embedded sample shipped in the package (data.sample): real CIFAR-10 images, enough for calibration and an
    accuracy-drop check.
+No other place is looked at: a folder that happens to sit next to the project or the working directory is never
+picked up (a development checkout points ``$SA_DEPLOY_DATA`` at its CIFAR-10 copy instead).
 
 One path given to a command (``validate --data``, ``quantize --calib``) is read by ``open_images``: a folder of
 class sub-folders (or a flat folder: unlabeled), a flat folder plus a labels file (data.labels), an .npz, or
@@ -23,26 +24,13 @@ from sa_deploy.models.preprocessing import PreprocessConfig
 
 DATA_ENV = "SA_DEPLOY_DATA"
 EMBEDDED = "embedded"  # --data embedded, --calib embedded, SA_DEPLOY_DATA=embedded: the sample in the package
-DEVELOPMENT_COPY = Path("shared") / "data" / "cifar10"
-
-
-def development_copy() -> Path | None:
-    """``../shared/data/cifar10`` next to the project or the working directory, if it has a val/ folder."""
-    project = Path(__file__).resolve().parents[2]
-    for base in (project, Path.cwd()):
-        for cand in (base.parent / DEVELOPMENT_COPY, base / DEVELOPMENT_COPY):
-            if (cand / "val").is_dir():
-                return cand
-    return None
 
 
 def default_data_dir() -> Path | None:
-    """The image folder used when none is given: $SA_DEPLOY_DATA (None when it is ``embedded``), else the
-    development copy; None when neither exists (then labeled data comes from the embedded sample)."""
+    """The image folder used when none is given: $SA_DEPLOY_DATA; None when it is unset or ``embedded`` (then
+    labeled data comes from the embedded sample)."""
     env = os.environ.get(DATA_ENV)
-    if env:
-        return None if env == EMBEDDED else Path(env)
-    return development_copy()
+    return Path(env) if env and env != EMBEDDED else None
 
 
 @dataclass(frozen=True)
@@ -167,17 +155,14 @@ def resolve_labeled_data(data: str | Path | None = None, calib: str | Path | Non
     something given is not there. Nothing is read here."""
     if labels is not None and not (data or val):
         raise DataSourceError("--labels FILE describes the images of --data DIR (or --val DIR): pass one")
-    dev = None if data or (calib and val) or os.environ.get(DATA_ENV) else development_copy()
     if data:
         root, origin = str(data), "given"
     elif calib and val:
         root, origin = None, "given"
     elif os.environ.get(DATA_ENV):
         root, origin = os.environ[DATA_ENV], f"${DATA_ENV}"
-    elif dev is not None:
-        root, origin = str(dev), "development copy"
     else:
-        root, origin = EMBEDDED, f"no --data given, ${DATA_ENV} unset, no ../{DEVELOPMENT_COPY.as_posix()} found"
+        root, origin = EMBEDDED, f"no --data given, ${DATA_ENV} unset"
     base_val = base_calib = None
     if root == EMBEDDED:
         base_val, base_calib = DataRef(EMBEDDED, split="val"), DataRef(EMBEDDED, split="calib")
