@@ -19,7 +19,7 @@ from sa_deploy.models import create_model
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """No --data, no $SA_DEPLOY_DATA, no ../shared/data/cifar10: the run uses the embedded sample."""
+    """No --data, no $SA_DEPLOY_DATA: the run uses the embedded sample."""
     import sa_deploy.data.resolve as resolve
 
     tmp = tmp_path_factory.mktemp("run")
@@ -33,7 +33,6 @@ def tiny_run(tmp_path_factory):
     console = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(console):
         mp.delenv(resolve.DATA_ENV, raising=False)
-        mp.setattr(resolve, "development_copy", lambda: None)
         mp.chdir(tmp)
         rc = main(["run", "--checkpoint", str(ck), "--out", str(tmp / "out"), "--val-num", "40",
                    "--calib-num", "16", "--config", str(tmp / "plan.yaml"), "--max-drop", "100"])
@@ -108,6 +107,18 @@ def test_no_data_configured_uses_the_embedded_sample(tiny_run):
     assert "$SA_DEPLOY_DATA unset" in report["data"]["origin"]
     assert said in (out / "report.md").read_text() and said in (out / "report.html").read_text()
     assert f"data: {said}" in console
+
+
+def test_reports_name_files_without_absolute_paths_and_render_markdown(tiny_run):
+    _, out, _ = tiny_run
+    report = json.loads((out / "report.json").read_text())
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    ck = report["model"]["checkpoint"]
+    for text in (md, page):
+        assert ck not in text and str(out.parent) not in text and "shared/data" not in text
+        assert report["model"]["checkpoint_sha256"] in text
+    assert "- checkpoint: `ck.pth`, sha256" in md
+    assert "<code>ck.pth</code>" in page and "**" not in page and "<strong" in page
 
 
 def test_every_artifact_loads_in_its_runtime(tiny_run):

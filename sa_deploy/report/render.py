@@ -14,6 +14,7 @@ from sa_deploy.report.plots import all_charts
 from sa_deploy.util.atomic import head_bytes, png_software, write_bytes_atomic
 
 COLUMNS = ("format", "precision", "size MB", "top-1", "drop", "parity", "latency ms", "status")
+_ALIGN = {c: "---:|" for c in ("size MB", "top-1", "drop", "parity", "latency ms")}  # numbers right-aligned
 
 
 _JSON_SIGNATURE = re.compile(rb'\A\{\s*"sa_deploy_version"')
@@ -69,35 +70,83 @@ def summary_rows(report: dict) -> list[list[str]]:
     return rows
 
 
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<>|~&])|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def md_escape(value: Any) -> str:
+    """``value`` as literal Markdown text on one line: every character that could start markup (emphasis, code,
+    links, autolinks, raw HTML, entities, table cells) is backslash-escaped, so that text sa-deploy does not control
+    (paths, file names, error messages) renders as itself."""
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), " ".join(str(value).split()))
+
+
+def md_code(value: Any) -> str:
+    """``value`` as a Markdown code span (CommonMark: a backtick fence longer than any backtick run inside it),
+    on one line, with ``|`` escaped so that it can sit in a table cell."""
+    text = " ".join(str(value).split()).replace("|", "\\|")
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def display_path(path: str | Path | None, out_dir: str | Path | None = None) -> str:
+    """How a report names a file the user gave: relative to the run folder when it lies inside it, else its file
+    name (the report carries its SHA-256; the absolute path stays in report.json)."""
+    if not path:
+        return "none"
+    p = Path(path)
+    if out_dir is not None:
+        try:
+            return p.resolve().relative_to(Path(out_dir).resolve()).as_posix()
+        except (ValueError, OSError):
+            pass
+    return p.name
+
+
+def _checkpoint_line(model: dict, out_dir: str | Path | None) -> str:
+    """E.g. '`ck.pth` (sha256 `9f86...`)', or the embedded weights of sa-deploy by name."""
+    ckpt = model.get("checkpoint")
+    sha = model.get("checkpoint_sha256")
+    if not ckpt:
+        return "none" + (f" (weights sha256 {md_code(sha)})" if sha else "")
+    embedded = Path(ckpt).parent.name == "weights" and Path(ckpt).parent.parent.name == "sa_deploy"
+    where = " (embedded in sa-deploy)" if embedded else ""
+    return f"{md_code(display_path(ckpt, out_dir))}{where}" + (f", sha256 {md_code(sha)}" if sha else "")
+
+
 def _data_line(data: dict) -> str:
     """E.g. 'embedded sample: 1000 validation / 512 calibration images (...)' or the folders the images came from."""
     if data.get("embedded"):
-        return f"{data['source']} ({data.get('origin')}; sa_deploy/data/embedded/cifar10_sample.card.json)"
-    return (f"validation: {data.get('val_images')} images from `{data.get('val')}`; "
-            f"calibration: {data.get('calib_images')} images from `{data.get('calib')}`")
+        return (f"{md_escape(data['source'])} ({md_escape(data.get('origin'))}; "
+                f"{md_code('sa_deploy/data/embedded/cifar10_sample.card.json')})")
+    return (f"validation: {data.get('val_images')} images from {md_code(data.get('val'))}; "
+            f"calibration: {data.get('calib_images')} images from {md_code(data.get('calib'))}")
 
 
-def markdown(report: dict, chart_files: dict[str, str]) -> str:
+def markdown(report: dict, chart_files: dict[str, str], out_dir: str | Path | None = None) -> str:
+    """report.md; ``out_dir``: the run folder (file paths are written relative to it)."""
     m = report["model"]
-    lines = [f"# sa-deploy report: {m['name']}", "",
-             f"- checkpoint: `{m.get('checkpoint')}` (sha256 {str(m.get('checkpoint_sha256'))[:16]}...)",
+    lines = [f"# sa-deploy report: {md_escape(m['name'])}", "",
+             f"- checkpoint: {_checkpoint_line(m, out_dir)}",
              f"- data: {_data_line(report['data'])}",
              f"- budget: INT8 drop <= {report['budget']['int8_max_drop']} points, FP16 drop <= "
              f"{report['budget']['fp16_max_drop']} points -> **{'PASS' if report['passed'] else 'FAIL'}**",
-             f"- machine: {report['machine'].get('summary')}; total {report.get('seconds', 0):.0f} s", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(r) + " |" for r in summary_rows(report)]
+             f"- machine: {md_escape(report['machine'].get('summary'))}; total {report.get('seconds', 0):.0f} s", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "".join(_ALIGN.get(c, "---|") for c in COLUMNS)]
+    lines += ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in summary_rows(report)]
     lines += ["", "drop = PyTorch FP32 top-1 minus the artifact's top-1 on the same images (points; negative = "
               "better); parity = mean cosine of the logits vs PyTorch. CoreML off macOS runs in sa-deploy's numpy "
               "reference MIL executor on a stratified subset of the validation images (see report.json `images`).",
               "", "## Stages", "",
-              "| stage | status | seconds | note |", "|---|---|---|---|"]
+              "| stage | status | seconds | note |", "|---|---|---:|---|"]
     for s in report.get("stages", []):
-        lines.append(f"| {s['name']} | {s['status']} | {s.get('seconds', 0):.1f} | {s.get('reason') or ''} |")
+        lines.append(f"| {md_escape(s['name'])} | {md_escape(s['status'])} | {s.get('seconds', 0):.1f} | "
+                     f"{md_escape(s.get('reason') or '')} |")
     if report.get("sensitivity"):
         lines += ["", "## INT8 sensitivity (10 nodes losing the most SQNR)", "",
-                  "| node | op | SQNR loss dB | SQNR vs FP32 dB |", "|---|---|---|---|"]
-        lines += [f"| {r['node'] or r['tensor']} | {r['op_type']} | {r['sqnr_loss_db']:.1f} | {r['sqnr_db']:.1f} |"
+                  "| node | op | SQNR loss dB | SQNR vs FP32 dB |", "|---|---|---:|---:|"]
+        lines += [f"| {md_code(r['node'] or r['tensor'])} | {md_escape(r['op_type'])} | {r['sqnr_loss_db']:.1f} | "
+                  f"{r['sqnr_db']:.1f} |"
                   for r in sorted(report["sensitivity"], key=lambda r: -r["sqnr_loss_db"])[:10]]
     if chart_files:
         lines += ["", "## Charts", ""] + [f"![{k}]({v})" for k, v in chart_files.items()]
@@ -105,23 +154,26 @@ def markdown(report: dict, chart_files: dict[str, str]) -> str:
 
 
 def html_page(report: dict, charts: dict[str, bytes], md_text: str) -> str:
-    rows = summary_rows(report)
-    table = "<table><tr>" + "".join(f"<th>{c}</th>" for c in COLUMNS) + "</tr>" + "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
-    stages = "<table><tr><th>stage</th><th>status</th><th>seconds</th><th>note</th></tr>" + "".join(
-        f"<tr><td>{html.escape(s['name'])}</td><td>{s['status']}</td><td>{s.get('seconds', 0):.1f}</td>"
-        f"<td>{html.escape(s.get('reason') or '')}</td></tr>" for s in report.get("stages", [])) + "</table>"
-    imgs = "".join(f"<h3>{k}</h3><img alt='{k}' src='data:image/png;base64,{base64.b64encode(v).decode()}'/>"
-                   for k, v in charts.items())
+    """report.html: report.md rendered (CommonMark + tables, raw HTML off: anything in it shows as text), with the
+    charts inlined as PNGs so that the page stands alone."""
+    from markdown_it import MarkdownIt
+
+    body = md_text.split("\n", 1)[1] if md_text.startswith("# ") else md_text
+    body = body.split("\n## Charts\n")[0]
+    rendered = MarkdownIt("commonmark", {"html": False}).enable("table").render(body)
     verdict = "PASS" if report["passed"] else "FAIL"
-    head = md_text.split("\n| format")[0].split("\n", 2)[-1]
-    bullets = "".join(f"<li>{html.escape(line[2:])}</li>" for line in head.splitlines() if line.startswith("- "))
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>sa-deploy report: {html.escape(
-        report['model']['name'])}</title><style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-th{{background:#eee}}.PASS{{color:green}}.FAIL{{color:#c00}}img{{max-width:100%}}</style></head><body>
-<h1>sa-deploy report: {html.escape(report['model']['name'])} <span class="{verdict}">{verdict}</span></h1>
-<ul>{bullets}</ul><h2>Artifacts</h2>{table}<h2>Stages</h2>{stages}<h2>Charts</h2>{imgs}
+    rendered = rendered.replace(f"<strong>{verdict}</strong>", f'<strong class="{verdict}">{verdict}</strong>', 1)
+    imgs = "".join(f"<h3>{html.escape(k)}</h3><img alt=\"{html.escape(k)}\" "
+                   f"src=\"data:image/png;base64,{base64.b64encode(v).decode()}\"/>" for k, v in charts.items())
+    charts_html = f"<h2>Charts</h2>{imgs}" if imgs else ""
+    name = html.escape(str(report["model"]["name"]))
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>sa-deploy report: {name}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
+th{{background:#eee}}code{{background:#f3f3f3;padding:0 3px;border-radius:3px;overflow-wrap:anywhere}}
+.PASS{{color:green}}.FAIL{{color:#c00}}img{{max-width:100%}}</style></head><body>
+<h1>sa-deploy report: {name} <span class="{verdict}">{verdict}</span></h1>
+{rendered}{charts_html}
 <p>Every number is in report.json.</p></body></html>"""
 
 
@@ -135,7 +187,7 @@ def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
         chart_files[name] = f"chart_{name}.png"
     paths = {"json": out / "report.json", "md": out / "report.md", "html": out / "report.html"}
     write_json(paths["json"], report)
-    md_text = markdown(report, chart_files)
+    md_text = markdown(report, chart_files, out)
     write_bytes_atomic(paths["md"], md_text.encode(), owned=owned_report_file)
     write_bytes_atomic(paths["html"], html_page(report, charts, md_text).encode(), owned=owned_report_file)
     return paths
