@@ -5,7 +5,6 @@ A stage that cannot run (missing optional library, no GPU) is listed as skipped 
 fails is listed as failed with its reason, and the run goes on."""
 from __future__ import annotations
 
-import logging
 import os
 import time
 import traceback
@@ -336,8 +335,6 @@ def _apply_budget(plan: RunPlan, artifacts: list[Artifact]) -> bool:
 def _coreml_stage(plan: RunPlan, model, calib, out: Path, stages: Stages, artifacts: list[Artifact]) -> None:
     if _skipped(stages, "CoreML mlprogram", plan.coreml, "coreml"):
         return
-    # off macOS coremltools logs that it cannot load its runtime; expected (the runner column says what ran)
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
     for precision in plan.coreml_precisions:
         art = Artifact(f"coreml-{precision}", "coreml", precision, None, "fold", precision)
         with stages.stage(f"CoreML mlprogram ({precision})") as rec:
