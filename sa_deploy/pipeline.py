@@ -21,7 +21,8 @@ from sa_deploy.errors import BudgetExceededError, SADeployError
 from sa_deploy.models import create_model
 from sa_deploy.plan import RunPlan, resolve_data
 from sa_deploy.util.machine import machine_info
-from sa_deploy.validate.accuracy import Predictions, predict, score, subset_budget
+from sa_deploy.validate.accuracy import Predictions, predict, score, score_twin, subset_budget, topk_accuracy
+from sa_deploy.validate.int8_numerics import int8_plan
 from sa_deploy.validate.parity import tolerance_class
 
 
@@ -221,9 +222,10 @@ def _run_stages(plan: RunPlan, model, val, calib, data, data_source: str, out: P
                        f"int8 {flavour}")
         with stages.stage(f"INT8 Q/DQ ({flavour}, {plan.int8_method}, {len(calib)} calibration images)") as rec:
             q = api.quantize(base.path, calib, art.path, method=plan.int8_method, flavour=flavour,
-                             cache_dir=out / "calib_cache")
+                             cache_dir=out / "calib_cache", weight_bits=plan.int8_weight_bits)
             art.extra["quantize"] = {k: v for k, v in _as_dict(q).items() if k != "path"}
-            art.variant = f"int8 {flavour}" + (f", SA gate {q.sa_gate}" if q.has_sa_gate else "")
+            art.variant = f"int8 {flavour}, {q.weight_bits}-bit weights" + (
+                f", SA gate {q.sa_gate}" if q.has_sa_gate else "")
         artifacts.append(_mark(art, rec))
 
     _coreml_stage(plan, model, calib, out, stages, artifacts)
@@ -288,10 +290,22 @@ def _evaluate(art: Artifact, source, ref: Predictions, x1: np.ndarray, plan: Run
     planned = {"int8": plan.int8_max_drop, "bf16": plan.bf16_max_drop}.get(tolerance_class(art.precision),
                                                                           plan.fp16_max_drop)
     budget = subset_budget(planned, len(source)) if sampled else planned
-    with open_runner(art.path, plan.threads, **art.runner_options) as runner:
+    int8 = int8_plan(art.path) if art.path.is_file() else None  # judged by its target's numerics, with a twin
+    options = {**art.runner_options, **(int8.judged_options if int8 else {})}
+    iters = plan.latency_iters if art.format != "coreml" else max(1, plan.latency_iters // 10)
+    with open_runner(art.path, plan.threads, **options) as runner:
         res = score(art.name, art.precision, predict(runner, source, desc=art.name), ref, max_drop=budget)
-        iters = plan.latency_iters if art.format != "coreml" else max(1, plan.latency_iters // 10)
-        latency = float(np.median(runner.latency_ms(x1, warmup=1, iters=iters)))
+        kernels = runner.int8_path()
+        if options == art.runner_options:
+            latency = float(np.median(runner.latency_ms(x1, warmup=1, iters=iters)))
+    if options != art.runner_options:  # judged by the Q/DQ emulation: the latency is the runtime's own kernels'
+        with open_runner(art.path, plan.threads, **art.runner_options) as runner:
+            latency = float(np.median(runner.latency_ms(x1, warmup=1, iters=iters)))
+    if int8 is not None:
+        score_twin(res, int8, kernels, source, ref, topk_accuracy(ref.logits, ref.labels, 1), plan.threads)
+        art.metrics.update(int8=res.details["int8"], diagnosis=res.details.get("diagnosis"))
+    elif kernels is not None:  # runs int8 without a Q/DQ twin (e.g. CoreML W8A8 in the reference executor)
+        art.metrics["int8"] = {"judged_by": "kernels", "path": kernels.to_dict()}
     p = res.parity
     art.metrics.update(top1=res.top1, top5=res.top5, drop=res.drop, max_drop=budget, images=res.num_images,
                        cosine=p.cosine, top1_agreement=p.top1_agreement, max_abs=p.max_abs, parity_passed=p.passed,
@@ -324,7 +338,8 @@ def _apply_budget(plan: RunPlan, artifacts: list[Artifact]) -> bool:
             ok = False
         elif not art.metrics["within_budget"]:
             art.status = "over budget"
-            art.reason = f"drop {art.metrics['drop']:.2f} > {art.metrics['max_drop']} points"
+            art.reason = f"drop {art.metrics['drop']:.2f} > {art.metrics['max_drop']} points" + (
+                f"; {art.metrics['diagnosis']}" if art.metrics.get("diagnosis") else "")
             ok = False
         elif not art.metrics["parity_passed"]:
             art.status, art.reason = "failed", f"parity vs PyTorch: {art.metrics['parity_reason']}"
@@ -388,8 +403,10 @@ def _openvino_stage(plan: RunPlan, artifacts: list[Artifact], stages: Stages, ca
         qdq = Artifact("onnx-int8-cpu-float-gate", "onnx", "int8", _openvino_int8_source(fp32.path, plan),
                        fp32.lowering, "int8 cpu, SA gate float")
         with stages.stage("INT8 Q/DQ for OpenVINO (cpu flavour, SA gate float)") as rec:
-            api.quantize(fp32.path, calib, qdq.path, method=plan.int8_method, flavour="cpu",
-                         cache_dir=Path(plan.out) / "calib_cache", keep_sa_gate_float=True)
+            q = api.quantize(fp32.path, calib, qdq.path, method=plan.int8_method, flavour="cpu",
+                             cache_dir=Path(plan.out) / "calib_cache", keep_sa_gate_float=True,
+                             weight_bits=plan.int8_weight_bits)
+            qdq.variant = f"int8 cpu, {q.weight_bits}-bit weights, SA gate float"
         sources["int8"] = qdq if _mark(qdq, rec).status == "ok" else None
     for precision, src_key, fp16_weights in (("fp32", "fp32", False), ("fp16", "fp32", True), ("int8", "int8", False)):
         src = sources[src_key]

@@ -27,6 +27,9 @@ class RunPlan:
     fp16: bool = True
     int8_flavours: list[str] = field(default_factory=lambda: ["tensorrt", "cpu"])
     int8_method: str = "entropy"
+    # None: each flavour's default (cpu 7: overflow-safe on x86 without VNNI; tensorrt 8); 8 for cpu only where every
+    # deployment CPU has VNNI/AMX or is Arm (calibration/overflow.py, util/int8_kernels.py)
+    int8_weight_bits: int | None = None
     calib_num: int = 512
     val_num: int | None = None  # None: every validation image
     coreml: bool = True
@@ -76,6 +79,9 @@ class RunPlan:
         for key in ("int8_max_drop", "fp16_max_drop"):
             if not math.isfinite(getattr(self, key)):
                 raise SADeployError(f"plan key '{key}' must be a finite number of points, got {getattr(self, key)}")
+        if self.int8_weight_bits not in (None, 7, 8):
+            raise SADeployError(f"plan key 'int8_weight_bits' must be 7 or 8 (or null: each flavour's default), "
+                                f"got {self.int8_weight_bits}")
         if self.seed < 0:
             raise SADeployError(f"plan key 'seed' must be >= 0, got {self.seed}")
         choices = _choices()

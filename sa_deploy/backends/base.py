@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sa_deploy.util.int8_kernels import Int8Path
 
 
 class Runner(ABC):
@@ -51,6 +55,11 @@ class Runner(ABC):
             self.infer(x)
             times.append((time.perf_counter() - t) * 1e3)
         return times
+
+    def int8_path(self) -> "Int8Path | None":
+        """How this runner accumulates int8 products here (util/int8_kernels.py); None where nothing runs in
+        int8 or the runtime does not say. Call while active (some runtimes know it only once compiled)."""
+        return None
 
     def _activate(self) -> None:
         pass

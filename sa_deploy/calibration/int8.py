@@ -62,6 +62,10 @@ class Flavour:
     # quantized for onnxruntime CPU (QLinear kernels; a float gate moves full-size float tensors through
     # DequantizeLinear / Transpose / QuantizeLinear around every block)
     quantize_sa_gate: bool = False
+    # weight bits by default: 7 keeps every u8 x s8 pair sum inside int16 (255 * (64 + 64) = 32,640 <= 32,767), so
+    # the file holds its accuracy on x86 CPUs without VNNI (pairwise int16 kernels); 8 where the target accumulates
+    # in int32 (TensorRT). calibration/overflow.py checks any Q/DQ file against that bound.
+    weight_bits: int = 8
 
 
 FLAVOURS: dict[str, Flavour] = {
@@ -77,8 +81,9 @@ FLAVOURS: dict[str, Flavour] = {
         "ActivationSymmetric": False,
         "WeightSymmetric": True,
         "QDQOpTypePerChannelSupportToAxis": {"Conv": 0},
-    }, quantize_sa_gate=True),
+    }, quantize_sa_gate=True, weight_bits=7),
 }
+WEIGHT_BITS = (7, 8)
 
 # The SA gate: statistics (GlobalAveragePool/ReduceMean, InstanceNormalization), the affine combination, Sigmoid and
 # the gating Mul. Whether it is quantized is per flavour (Flavour.quantize_sa_gate), measured (docs/precision.md):
@@ -99,6 +104,7 @@ class QuantizeResult:
     data_fingerprint: str = ""
     ranges_path: Path | None = None
     sa_gate_float: bool = False  # the resolved gate precision (excluded_nodes may also hold user / fallback nodes)
+    weight_bits: int = 8
     has_sa_gate: bool = True  # False for a model without SA layers (e.g. SE-ResNet): the flag then means nothing
 
     @property
@@ -179,14 +185,16 @@ def check_choice(value: str, choices: Iterable[str], what: str) -> None:
 def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, source: BatchSource, method: str = "entropy",
                   flavour: str = "tensorrt", exclude_nodes: Iterable[str] = (), cache_dir: str | Path | None = None,
                   keep_sa_gate_float: bool | None = None, batch_size: int = 16,
-                  preprocess: PreprocessConfig | None = None) -> QuantizeResult:
+                  preprocess: PreprocessConfig | None = None, weight_bits: int | None = None) -> QuantizeResult:
     """Static INT8 Q/DQ quantization of an FP32 ONNX file; ``source`` is a calibration source (ImageSource/NpzSource).
     The INT8 file carries the source file's deploy metadata, with ``preprocess`` (the config ``source`` was
     preprocessed with; None: the source file's) and a model name (the source's, else its file stem).
 
     ``exclude_nodes`` (node names of the FP32 graph) stay in float, as does the SA gate when
     ``keep_sa_gate_float`` (None: the flavour's default, float for tensorrt and quantized for cpu). Tensor ranges
-    are cached in ``cache_dir`` (reused only for the same model file, data fingerprint and method)."""
+    are cached in ``cache_dir`` (reused only for the same model file, data fingerprint and method).
+    ``weight_bits`` (7 or 8; None: the flavour's default, 7 for cpu, 8 for tensorrt): 7-bit weights cannot saturate
+    the pairwise int16 sums of x86 int8 kernels without VNNI (calibration/overflow.py)."""
     check_choice(method, METHODS, "calibration method")
     check_choice(flavour, FLAVOURS, "INT8 flavour")
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
@@ -201,6 +209,9 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, source: BatchSour
                    json.dumps({**CALIB_OPTIONS[method], "ort": onnxruntime.__version__,
                                **({"max_bins": MAX_ENTROPY_BINS} if method == "entropy" else {})}, sort_keys=True))
     fl = FLAVOURS[flavour]
+    weight_bits = fl.weight_bits if weight_bits is None else weight_bits
+    if weight_bits not in WEIGHT_BITS:
+        raise SADeployError(f"weight bits must be 7 or 8, got {weight_bits}")
     if keep_sa_gate_float is None:
         keep_sa_gate_float = not fl.quantize_sa_gate
     with tempfile.TemporaryDirectory(prefix="sa-deploy-int8-") as tmp:
@@ -221,12 +232,15 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, source: BatchSour
             ranges = cache.store(key, calibrate_ranges(prep, source, method, work, batch_size))
         with atomic_path(out_path, owned=is_sa_deploy_onnx) as tmp_out, _quiet_ort_logging():
             quantize_static(str(prep), str(tmp_out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=fl.activation_type, weight_type=fl.weight_type,
+                            per_channel=True, reduce_range=weight_bits == 7,  # weights only: [-64, 64]
+                            activation_type=fl.activation_type, weight_type=fl.weight_type,
                             nodes_to_exclude=excluded, calibrate_method=METHODS[method],
                             extra_options=dict(fl.extra_options), calibration_cache_path=str(ranges))
             q = onnx.load(str(tmp_out))
             set_onnx_metadata(q, {**meta, **derived_metadata(meta, fp32_onnx, preprocess, key.model_sha256),
                                   "precision": "int8", "int8_flavour": flavour,
+                                  "int8_weight_bits": str(weight_bits),
+                                  "int16_overflow_safe": str(weight_bits == 7).lower(),
                                   "calibration_method": method, "calibration_count": str(len(source)),
                                   "calibration_fingerprint": fingerprint,
                                   "float_nodes": json.dumps(excluded),
@@ -235,7 +249,7 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, source: BatchSour
             onnx.save(q, str(tmp_out))
     return QuantizeResult(out_path, method, flavour, len(source), cache_hit, excluded,
                           time.perf_counter() - t0, fingerprint, ranges if cache_dir is not None else None,
-                          keep_sa_gate_float, bool(gate_nodes))
+                          keep_sa_gate_float, weight_bits, bool(gate_nodes))
 
 
 class _quiet_ort_logging:

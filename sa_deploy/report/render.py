@@ -63,6 +63,8 @@ def summary_rows(report: dict) -> list[list[str]]:
             notes.append(f"{a['images']} images, {a.get('runner', '')}".rstrip(", "))
         if a.get("budget_note"):
             notes.append(a["budget_note"])
+        if a.get("diagnosis") and a["diagnosis"] not in (a.get("reason") or ""):
+            notes.append(a["diagnosis"])
         status = a["status"] + (f" ({'; '.join(notes)})" if notes else "")
         rows.append([a["format"] + (f" {a['lowering']}" if a.get("lowering") else ""),
                      a.get("variant") or a["precision"], _fmt(a.get("size_mb"), ".2f"), _fmt(a.get("top1"), ".2f"),
@@ -131,7 +133,8 @@ def markdown(report: dict, chart_files: dict[str, str], out_dir: str | Path | No
              f"- data: {_data_line(report['data'])}",
              f"- budget: INT8 drop <= {report['budget']['int8_max_drop']} points, FP16 drop <= "
              f"{report['budget']['fp16_max_drop']} points -> **{'PASS' if report['passed'] else 'FAIL'}**",
-             f"- machine: {md_escape(report['machine'].get('summary'))}; total {report.get('seconds', 0):.0f} s", "",
+             f"- machine: {md_escape(report['machine'].get('summary'))}; total {report.get('seconds', 0):.0f} s",
+             f"- int8 kernels here: {md_escape(report['machine'].get('int8_kernels', 'unknown'))}", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "".join(_ALIGN.get(c, "---|") for c in COLUMNS)]
     lines += ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in summary_rows(report)]
     lines += ["", "drop = PyTorch FP32 top-1 minus the artifact's top-1 on the same images (points; negative = "
@@ -142,6 +145,7 @@ def markdown(report: dict, chart_files: dict[str, str], out_dir: str | Path | No
     for s in report.get("stages", []):
         lines.append(f"| {md_escape(s['name'])} | {md_escape(s['status'])} | {s.get('seconds', 0):.1f} | "
                      f"{md_escape(s.get('reason') or '')} |")
+    lines += int8_section(report)
     if report.get("sensitivity"):
         lines += ["", "## INT8 sensitivity (10 nodes losing the most SQNR)", "",
                   "| node | op | SQNR loss dB | SQNR vs FP32 dB |", "|---|---|---:|---:|"]
@@ -151,6 +155,28 @@ def markdown(report: dict, chart_files: dict[str, str], out_dir: str | Path | No
     if chart_files:
         lines += ["", "## Charts", ""] + [f"![{k}]({v})" for k, v in chart_files.items()]
     return "\n".join(lines) + "\n"
+
+
+def int8_section(report: dict) -> list[str]:
+    """Markdown lines: each INT8 artifact's two scores (this CPU's kernels, the int32 Q/DQ emulation), which one
+    judged it, the kernel path and the diagnosis (validate.int8_numerics)."""
+    rows = [a for a in report.get("artifacts", []) if isinstance(a.get("int8"), dict) and "kernel_drop" in a["int8"]]
+    if not rows:
+        return []
+    lines = ["", "## INT8: kernels vs emulation", "",
+             "Each INT8 file is judged by its target's numerics: a tensorrt-flavour file by the int32 Q/DQ emulation "
+             "(what TensorRT computes), a cpu-flavour file and an OpenVINO IR by this CPU's int8 kernels. Both drops "
+             "are shown; a gap beyond noise is diagnosed.", "",
+             "| artifact | judged by | kernels | drop, kernels | drop, emulated | diagnosis |",
+             "|---|---|---|---:|---:|---|"]
+    for a in rows:
+        n = a["int8"]
+        path = n.get("path") if n["judged_by"] == "kernels" else n.get("twin_path")
+        kernels = f"{path['runtime']}: {path['instructions']} -> {path['accumulation']}" if path else "-"
+        lines.append(f"| {md_escape(a['name'])} | {md_escape(n['judged_by'])} | {md_escape(kernels)} | "
+                     f"{_fmt(n.get('kernel_drop'), '+.2f')} | {_fmt(n.get('emulated_drop'), '+.2f')} | "
+                     f"{md_escape(n.get('diagnosis') or '-')} |")
+    return lines
 
 
 def html_page(report: dict, charts: dict[str, bytes], md_text: str) -> str:

@@ -4,23 +4,13 @@ from __future__ import annotations
 import os
 import platform
 from importlib import metadata
-from pathlib import Path
 
-SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+from sa_deploy.util.cpuinfo import cpu_model_and_flags
+from sa_deploy.util.int8_kernels import cpu_int8_path
+
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
+              "asimddp", "i8mm")
 LIBRARIES = ("torch", "onnxruntime", "onnx", "openvino", "coremltools", "tensorrt")
-
-
-def cpu_model_and_flags() -> tuple[str, set[str]]:
-    cpu, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return cpu, flags
 
 
 def library_versions() -> dict[str, str]:
@@ -42,6 +32,8 @@ def machine_info(threads: int | None = None) -> dict[str, str]:
     info = {"cpu": cpu, "cores": str(os.cpu_count()), "simd": ", ".join(simd) or "unknown",
             "threads": str(threads or os.cpu_count()), "python": platform.python_version(),
             "os": f"{platform.system()} {platform.release()}", "sa_deploy": __version__, **libs}
+    # which int8 kernels onnxruntime takes here: the INT8 rows of a report depend on it (util/int8_kernels.py)
+    info["int8_kernels"] = cpu_int8_path().line()
     info["summary"] = (f"{cpu}, {info['cores']} cores, "
                        + ", ".join(f"{k} {libs[k]}" for k in ("onnxruntime", "openvino", "torch") if k in libs))
     return info

@@ -12,6 +12,7 @@ import numpy as np
 
 from sa_deploy.backends.base import Runner
 from sa_deploy.errors import BudgetExceededError, SADeployError
+from sa_deploy.validate.int8_numerics import Int8Numerics, Int8Plan, diagnose, int8_plan
 from sa_deploy.validate.parity import ParityStats, compare
 
 # default allowed top-1 drop (points) vs the FP32 reference, per precision
@@ -90,8 +91,9 @@ class ValidationReport:
         parts = []
         if over:
             worst = max(over, key=lambda r: r.drop if r.drop is not None and np.isfinite(r.drop) else 0.0)
+            cause = worst.details.get("diagnosis")
             parts.append(f"{len(over)} artifact(s) over the accuracy budget, e.g. {worst.name}: top-1 drop "
-                         f"{worst.drop:.2f} points > allowed {worst.max_drop:g}")
+                         f"{worst.drop:.2f} points > allowed {worst.max_drop:g}" + (f" ({cause})" if cause else ""))
         if off:
             r = off[0]
             parts.append(f"{len(off)} artifact(s) outside the parity tolerance vs the reference, e.g. {r.name} "
@@ -184,10 +186,48 @@ def validate_artifacts(reference: Runner, artifacts: Iterable[str | Path], sourc
     results = []
     for art in artifacts:
         path = Path(art)
-        with open_runner(path, threads) as runner:
+        plan = int8_plan(path)
+        with open_runner(path, threads, **(plan.judged_options if plan else {})) as runner:
             pred = predict(runner, source, batch_size, path.name, progress)
+            kernels = runner.int8_path() if plan else None
         if pred.logits.shape[1:] != ref_pred.logits.shape[1:]:
             raise SADeployError(f"{path.name} gives outputs of shape {pred.logits.shape[1:]}, the reference "
                                 f"{ref_pred.logits.shape[1:]} (an artifact of another model?)")
-        results.append(score(path.name, artifact_precision(path), pred, ref_pred, ref.top1, max_drop))
+        res = score(path.name, artifact_precision(path), pred, ref_pred, ref.top1, max_drop)
+        res.details["runner"] = runner.name
+        if plan is not None:
+            score_twin(res, plan, kernels, source, ref_pred, ref.top1, threads, batch_size, progress)
+        results.append(res)
     return ValidationReport(ref, results)
+
+
+def score_twin(res: AccuracyResult, plan: Int8Plan, judged_path, source: LabeledSource, ref: Predictions,
+               top1_ref: float, threads: int | None = None, batch_size: int = 64,
+               progress: bool = True) -> Int8Numerics:
+    """Scores the twin of an INT8 artifact (validate.int8_numerics) on the same images and records both numbers
+    and the diagnosis in ``res.details`` (``int8``, ``diagnosis``); ``judged_path``: the judged runner's
+    Int8Path."""
+    from sa_deploy.backends import open_runner
+
+    twin_res, twin_path = None, None
+    if plan.twin is not None:
+        twin_file, options = plan.twin
+        with open_runner(twin_file, threads, **options) as runner:
+            twin_pred = predict(runner, source, batch_size, f"{twin_file.name} ({runner.name})", progress)
+            twin_path = runner.int8_path()
+        twin_res = score(twin_file.name, "int8", twin_pred, ref, top1_ref)
+    kernel, emulated = (res, twin_res) if plan.judged_by == "kernels" else (twin_res, res)
+    numerics = Int8Numerics(
+        plan.judged_by, judged_path.to_dict() if judged_path else None, twin_path.to_dict() if twin_path else None,
+        *_three(kernel), *_three(emulated), plan.weight_bits, plan.flavour)
+    numerics.diagnosis = diagnose(numerics, res.num_images, res.max_drop)
+    res.details["int8"] = numerics.to_dict()
+    if numerics.diagnosis:
+        res.details["diagnosis"] = numerics.diagnosis
+    return numerics
+
+
+def _three(res: AccuracyResult | None) -> tuple[float | None, float | None, float | None]:
+    if res is None:
+        return None, None, None
+    return res.top1, res.drop, res.parity.cosine if res.parity else None

@@ -11,6 +11,9 @@ from sa_deploy.backends.base import Runner
 from sa_deploy.backends.openvino.device import check_hint, import_openvino, ov_error
 from sa_deploy.backends.openvino.inspect import read_ir
 from sa_deploy.errors import SADeployError
+from sa_deploy.util.int8_kernels import Int8Path, onednn_int8_path
+
+INT8_LAYERS = ("Convolution", "FullyConnected", "MatMul", "GroupConvolution")
 
 
 def _read_onnx(core, path: Path):
@@ -48,6 +51,20 @@ class OpenVINORunner(Runner):
     def _infer(self, x: np.ndarray) -> np.ndarray:
         self.request.infer({0: x})
         return self.request.get_output_tensor(0).data.copy()
+
+    def int8_path(self) -> Int8Path | None:
+        """From the compiled graph: the oneDNN kernels its int8 convolutions / matmuls run (``jit_avx2_I8``,
+        ``brgconv_avx512_amx_I8``...); None when nothing runs in int8."""
+        kinds = []
+        for op in self.runtime_model().get_ops():
+            info = op.get_rt_info()
+            if "layerType" not in info or info["layerType"].astype(str) not in INT8_LAYERS:
+                continue
+            primitive = info["primitiveType"].astype(str) if "primitiveType" in info else ""
+            runtime_precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else ""
+            if "I8" in primitive or runtime_precision in ("u8", "i8"):
+                kinds.append(primitive)
+        return onednn_int8_path(self.name, kinds)
 
     def runtime_model(self):
         """The compiled graph as the plugin runs it (fused nodes, reorders, runtime precisions)."""

@@ -8,6 +8,7 @@ import numpy as np
 
 from sa_deploy.backends.base import Runner
 from sa_deploy.errors import SADeployError
+from sa_deploy.util.int8_kernels import Int8Path, cpu_int8_path, emulated_path
 
 
 def _from_onnxruntime(exc: BaseException) -> bool:
@@ -20,12 +21,18 @@ def _line(exc: BaseException) -> str:
 
 
 class OnnxRuntimeRunner(Runner):
+    """``qdq_emulation``: run a Q/DQ file's quantized nodes in float (``session.disable_quant_qdq``): the int32-
+    accumulation numerics that TensorRT and VNNI CPUs compute, on any CPU, instead of this CPU's int8 kernels."""
+
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None,
-                 optimization: str = "all") -> None:
+                 optimization: str = "all", qdq_emulation: bool = False) -> None:
         super().__init__()
         self.path = Path(path)
+        self.qdq_emulation = qdq_emulation
+        if qdq_emulation:
+            self.name = "onnxruntime (Q/DQ emulated)"
         self.threads = threads or os.cpu_count() or 1
         self.providers = providers or ["CPUExecutionProvider"]
         self.optimization = optimization
@@ -42,6 +49,8 @@ class OnnxRuntimeRunner(Runner):
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}[self.optimization]
+        if self.qdq_emulation:
+            opts.add_session_config_entry("session.disable_quant_qdq", "1")
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=self.providers)
         except Exception as exc:
@@ -55,6 +64,11 @@ class OnnxRuntimeRunner(Runner):
 
     def _deactivate(self) -> None:
         self.session = None
+
+    def int8_path(self) -> Int8Path | None:
+        if self.providers[0] != "CPUExecutionProvider":
+            return None
+        return emulated_path() if self.qdq_emulation else cpu_int8_path("onnxruntime")
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         try:
