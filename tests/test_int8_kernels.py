@@ -7,6 +7,7 @@ Inputs are equal across channels, so every pairing of the kernels' K dimension g
 activations above 129, channel 0's pairs (254 * a) saturate int16 and its logit falls below channel 1's."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -171,8 +172,6 @@ def test_openvino_avx2_kernels_saturate_like_the_emulation(tmp_path):
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    import json
-
     path = json.loads(done.stdout.strip().splitlines()[-1])
     if path is None:
         pytest.skip("OpenVINO ran this graph without int8 kernels")
@@ -249,3 +248,54 @@ def test_diagnosis_other_cases():
     calib = diagnose(_numerics(2.1, 2.0, INT32), 1000, 1.0)
     assert calib.startswith("the loss is in quantization itself")
     assert diagnose(_numerics(0.5, 0.0, INT16_PAIRS), 100, 1.0) is None  # 3 images on 100 are noise
+
+
+# --- through the CLI on the embedded model -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    """sa_resnet_cifar's fold export and its INT8 files (64 embedded calibration images): cpu (default bits),
+    cpu with --weight-bits 8, tensorrt."""
+    out = tmp_path_factory.mktemp("int8_cli")
+    assert main(["export", "--model", "sa_resnet_cifar", "--pretrained", "--out", f"{out}/"]) == 0
+    fp32 = out / "sa_resnet_cifar_fold.onnx"
+    files = {}
+    for key, extra in (("cpu", ["--flavour", "cpu"]), ("cpu8", ["--flavour", "cpu", "--weight-bits", "8"]),
+                       ("tensorrt", [])):
+        files[key] = out / f"{key}.onnx"
+        assert main(["quantize", str(fp32), "--calib", "embedded", "--num", "64", "--out", str(files[key]),
+                     "--cache-dir", str(out / "cache"), *extra]) == 0
+    return files
+
+
+def test_quantize_records_weight_bits_and_lint_agrees(quantized, capsys):
+    from sa_deploy.exporters.metadata import read_onnx_metadata
+
+    meta = {k: read_onnx_metadata(onnx.load(str(p))) for k, p in quantized.items()}
+    assert meta["cpu"]["int8_weight_bits"] == "7" and meta["cpu"]["int16_overflow_safe"] == "true"
+    assert meta["cpu8"]["int8_weight_bits"] == "8" and meta["tensorrt"]["int8_weight_bits"] == "8"
+    w = [numpy_helper.to_array(i) for i in onnx.load(str(quantized["cpu"])).graph.initializer]
+    assert max(int(np.abs(a.astype(np.int16)).max()) for a in w if a.dtype == np.int8 and a.ndim == 4) == 64
+    capsys.readouterr()
+    assert main(["lint", "--target", "cpu", str(quantized["cpu"])]) == 0  # the overflow-safe file passes
+    assert main(["lint", "--target", "cpu", "--json", str(quantized["cpu8"])]) == 1  # the 8-bit one is flagged
+    printed = capsys.readouterr().out
+    report = json.loads(printed[printed.index("{"):])
+    assert report["target"] == "cpu" and report["findings"][0]["rule"] == "int16-saturation"
+
+
+def test_validate_judges_each_file_by_its_target(quantized, tmp_path, capsys):
+    out = tmp_path / "v.json"
+    rc = main(["validate", "--model", "sa_resnet_cifar", "--pretrained", "--data", "embedded", "--num", "200",
+               "--no-progress", "--json", str(out), "--artifacts", str(quantized["cpu"]), str(quantized["tensorrt"])])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    results = {Path(r["name"]).stem: r for r in json.loads(out.read_text())["results"]}
+    cpu, trt = results["cpu"]["details"], results["tensorrt"]["details"]
+    assert cpu["int8"]["judged_by"] == "kernels" and cpu["int8"]["path"] == cpu_int8_path().to_dict()
+    assert cpu["runner"] == "onnxruntime" and cpu["int8"]["twin_path"]["accumulation"] == "float-emulation"
+    assert trt["int8"]["judged_by"] == "emulation" and trt["runner"] == "onnxruntime (Q/DQ emulated)"
+    assert trt["int8"]["twin_path"] == cpu_int8_path().to_dict()
+    for r in (cpu, trt):
+        assert r["int8"]["kernel_drop"] is not None and r["int8"]["emulated_drop"] is not None
+    assert "cpu.onnx: judged by onnxruntime's kernels" in printed and "tensorrt.onnx: judged by int32 Q/DQ" in printed

@@ -67,6 +67,20 @@ def test_report_files_and_structure(tiny_run):
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table>" in html
     assert rc == 0 and report["passed"]
+    # INT8 on every CPU: the kernel path is recorded, each INT8 file is judged by its target's numerics with its twin
+    from sa_deploy.util.int8_kernels import cpu_int8_path
+
+    assert report["machine"]["int8_kernels"] == cpu_int8_path().line()
+    arts = {a["name"]: a for a in report["artifacts"]}
+    trt, cpu = arts["onnx-int8-tensorrt"]["int8"], arts["onnx-int8-cpu"]["int8"]
+    assert trt["judged_by"] == "emulation" and trt["path"]["accumulation"] == "float-emulation"
+    assert cpu["judged_by"] == "kernels" and cpu["path"] == cpu_int8_path().to_dict()
+    assert cpu["weight_bits"] == 7 and "7-bit weights" in arts["onnx-int8-cpu"]["variant"]
+    for numerics in (trt, cpu):
+        assert isinstance(numerics["kernel_drop"], float) and isinstance(numerics["emulated_drop"], float)
+    md = (out / "report.md").read_text()
+    assert f"int8 kernels here: {cpu_int8_path().line()}" in md.replace("\\", "")
+    assert "## INT8: kernels vs emulation" in md
 
 
 def test_coreml_is_scored_on_its_subset(tiny_run):

@@ -136,14 +136,21 @@ def calibrate_ranges(prep_onnx: Path, source: BatchSource, method: str, workdir:
     """One calibration pass over every float tensor (superset of any quantize call) -> TensorsData."""
     calibrator = create_calibrator(prep_onnx, None, augmented_model_path=str(workdir / "augmented.onnx"),
                                    calibrate_method=METHODS[method], extra_options=CALIB_OPTIONS[method])
+    from tqdm import tqdm
+
     name = _input_name(prep_onnx)
     # one collect_data call per batch: onnxruntime keeps every intermediate output of a call in memory and its
     # histogram collectors need equal batch shapes within a call; ranges/histograms merge across calls
-    with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress chatter
+    # the bar shows on a terminal only (disable=None), on stderr: logs and JSON output stay clean
+    total = len(source) if hasattr(source, "__len__") else None
+    with tqdm(total=total, desc=f"calibration ({method})", unit="img", leave=False, disable=None) as bar, \
+            contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress chatter
         for x, _ in source.batches(batch_size):
             calibrator.collect_data(FeedReader([{name: x}]))
             if method == "entropy":  # after every batch: growth then starts from at most MAX_ENTROPY_BINS bins
                 coarsen_histograms(calibrator.collector.histogram_dict, MAX_ENTROPY_BINS)
+            bar.update(len(x))
+        bar.set_description(f"calibration ({method}): computing ranges")
         return calibrator.compute_data()
 
 

@@ -33,7 +33,9 @@ def machine_info(threads: int | None = None) -> dict[str, str]:
             "threads": str(threads or os.cpu_count()), "python": platform.python_version(),
             "os": f"{platform.system()} {platform.release()}", "sa_deploy": __version__, **libs}
     # which int8 kernels onnxruntime takes here: the INT8 rows of a report depend on it (util/int8_kernels.py)
-    info["int8_kernels"] = cpu_int8_path().line()
+    int8 = cpu_int8_path()
+    info["int8_kernels"] = int8.line()
     info["summary"] = (f"{cpu}, {info['cores']} cores, "
-                       + ", ".join(f"{k} {libs[k]}" for k in ("onnxruntime", "openvino", "torch") if k in libs))
+                       + ", ".join(f"{k} {libs[k]}" for k in ("onnxruntime", "openvino", "torch") if k in libs)
+                       + f"; int8 kernels: {int8.instructions} -> {int8.accumulation}")
     return info

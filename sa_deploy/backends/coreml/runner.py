@@ -15,6 +15,7 @@ import numpy as np
 from sa_deploy.backends.base import Runner
 from sa_deploy.backends.coreml.mil_reader import read_mlpackage
 from sa_deploy.errors import SADeployError
+from sa_deploy.util.int8_kernels import EMULATED, INT32, Int8Path
 from sa_deploy.models.preprocessing import PreprocessConfig
 
 BACKENDS = ("auto", "coreml", "reference")
@@ -42,6 +43,7 @@ class CoreMLRunner(Runner):
         self.image_input = desc.input[0].type.WhichOneof("Type") == "imageType"
         self.probs_name = desc.predictedProbabilitiesName or None
         self.output_name = self.probs_name or desc.output[0].name
+        self.precision = package.metadata.get("sa_deploy.precision", "fp32")
         raw = package.metadata.get("sa_deploy.preprocess")
         try:
             self.preprocess = PreprocessConfig.from_dict(json.loads(raw)) if raw else None
@@ -62,6 +64,15 @@ class CoreMLRunner(Runner):
 
     def _deactivate(self) -> None:
         self.model = None
+
+    def int8_path(self) -> Int8Path | None:
+        """W8A8 off macOS runs in the numpy executor: quantize/dequantize computed in float, int32 semantics (the
+        file's own numerics, no CPU kernel path to diagnose); on macOS Core ML does not say which unit ran it."""
+        if self.precision != "w8a8":
+            return None
+        if self.backend == "reference":
+            return Int8Path(self.name, EMULATED, "numpy MIL executor (Q/DQ in float)", "reference executor")
+        return Int8Path(self.name, INT32, "Core ML (CPU / GPU / Neural Engine: not reported)", "Core ML")
 
     def _pixels(self, x: np.ndarray) -> np.ndarray:
         mean = np.asarray(self.preprocess.mean, np.float32).reshape(3, 1, 1)
