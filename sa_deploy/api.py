@@ -16,6 +16,7 @@ from sa_deploy.backends.lint_report import LintReport  # noqa: F401  (re-exporte
 from sa_deploy.backends.trt.build import EngineBuild, build_engine  # noqa: F401  (re-exported; lazy tensorrt)
 from sa_deploy.backends.trt.lint import lint_onnx  # noqa: F401  (re-exported)
 from sa_deploy.errors import ParityError, SADeployError
+from sa_deploy.exporters.checks import check_finite_weights
 from sa_deploy.exporters.metadata import is_sa_deploy_onnx
 from sa_deploy.exporters.onnx import OnnxExport, export_onnx, random_inputs
 from sa_deploy.exporters.preprocess_flags import PreprocessOverrides
@@ -298,6 +299,7 @@ def quantize(fp32_onnx: str | Path, calib: Any, out: str | Path | None = None, m
     check_choice(method, METHODS, "calibration method")
     check_choice(flavour, FLAVOURS, "INT8 flavour")
     fp32_onnx = Path(fp32_onnx)
+    check_finite_weights(fp32_onnx)  # NaN/Inf weights: one line naming the tensor, not a calibration failure
     cfg = deploy_preprocess(fp32_onnx, preprocess)
     out = _output_for(fp32_onnx, out, "int8", flavour, method)
     source = _source(calib, cfg, num, "calib")
@@ -312,6 +314,7 @@ def fp16(fp32_onnx: str | Path, out: str | Path | None = None, block_list: list[
     from sa_deploy.exporters.fp16 import convert_fp16
 
     fp32_onnx = Path(fp32_onnx)
+    check_finite_weights(fp32_onnx)
     cfg = deploy_preprocess(fp32_onnx, preprocess, required=False)  # same one-line errors as quantize
     return convert_fp16(fp32_onnx, _output_for(fp32_onnx, out, "fp16"), block_list, preprocess=cfg)
 
