@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from sa_deploy.cli.common import add_preprocess_args, console, mb, preprocess_overrides
@@ -13,25 +15,52 @@ EXAMPLES = """examples:
   sa-deploy inspect my_model.onnx --json                   # any ONNX file, e.g. one sa-deploy did not write
   sa-deploy inspect my_model.onnx --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225   # the preprocessing quantize
                                                            # would use with these flags
-  sa-deploy inspect out/sa_resnet_cifar_fold_int8_cpu_entropy.xml
+  sa-deploy inspect out/sa_resnet_cifar_fold_int8_cpu_entropy.xml            # OpenVINO IR (+ .bin)
+  sa-deploy inspect out/sa_resnet_cifar_fold_fp16.mlpackage                  # CoreML ML program
+  sa-deploy inspect out/sa_resnet_cifar_fold_int8_tensorrt_entropy.engine    # TensorRT engine: its sidecar
+
+Reads every format sa-deploy writes: .onnx (op histogram, parameters, ranks, dynamic dims, SA layers,
+preprocessing), OpenVINO .xml and CoreML .mlpackage (inputs/outputs, op histogram, weight precisions, deploy
+config), TensorRT .engine (what its sidecar ENGINE.json records, and whether the engine still matches it: the
+engine itself is deserialized only by the TensorRT that built it, on a GPU).
 """
+
+# formats other than ONNX: suffix -> "module:function" giving an info with to_dict(), lines(), op_histogram, metadata
+READERS = {
+    ".xml": "sa_deploy.backends.openvino.inspect:inspect_ir",
+    ".mlpackage": "sa_deploy.backends.coreml.inspect:inspect_mlpackage",
+    ".engine": "sa_deploy.backends.trt.inspect:inspect_engine",
+    ".plan": "sa_deploy.backends.trt.inspect:inspect_engine",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="op histogram, parameters, ranks, dynamic dims, SA layers and preprocessing of "
-                                       "an ONNX file (or ops, weight precisions and inputs of an OpenVINO IR .xml)",
+    p = sub.add_parser("inspect", help="what an artifact holds: op histogram, parameters, inputs/outputs, SA layers, "
+                                       "deploy config (.onnx, OpenVINO .xml, CoreML .mlpackage, TensorRT .engine)",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, help="an .onnx, .xml, .mlpackage or .engine")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     add_preprocess_args(p, "inspect shows what the file's metadata and these flags resolve to (ONNX only)")
     p.set_defaults(func=run)
 
 
+def reader_for(path: Path) -> str | None:
+    """The READERS entry for a file that is not ONNX (None: read it as ONNX)."""
+    if path.name.endswith((".engine.json", ".plan.json")):  # an engine's sidecar: the engine beside it
+        return READERS[".engine"]
+    if path.suffix in READERS:
+        return READERS[path.suffix]
+    if path.is_dir() and (path / "Manifest.json").is_file():  # an ML package under another name
+        return READERS[".mlpackage"]
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from sa_deploy.exporters.inspect import inspect_onnx
 
-    if args.file.suffix == ".xml":
-        return _inspect_ir(args)
+    reader = reader_for(args.file)
+    if reader:
+        return _inspect_artifact(args, reader)
 
     info = inspect_onnx(args.file)
     preprocess = _preprocess(args)
@@ -53,10 +82,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"  attention modules: {modules}")
     cfg = preprocess["config"]
     if cfg:
-        console.print(f"  preprocessing (from {preprocess['origin']}): resize {cfg['resize']} "
-                      f"({cfg['interpolation']}), center crop {cfg['input_size']}, mean {tuple(cfg['mean'])}, "
-                      f"std {tuple(cfg['std'])}" + (f", {len(cfg['class_names'])} class names"
-                                                    if cfg["class_names"] else ""))
+        console.print(f"  preprocessing (from {preprocess['origin']}): {_describe(cfg)}")
     else:
         console.print(f"  preprocessing: {preprocess['note']}")
     return _print_ops_and_config(info)
@@ -81,30 +107,47 @@ def _preprocess(args: argparse.Namespace) -> dict:
     return resolved
 
 
-def _inspect_ir(args: argparse.Namespace) -> int:
-    from sa_deploy.backends.openvino.inspect import inspect_ir
+def _inspect_artifact(args: argparse.Namespace, reader: str) -> int:
+    """An OpenVINO IR, a CoreML package or a TensorRT engine: its backend's inspect, printed the same way."""
+    from sa_deploy.errors import SADeployError
 
-    info = inspect_ir(args.file)
+    if preprocess_overrides(args):
+        raise SADeployError("the preprocessing flags resolve an ONNX file's preprocessing; "
+                            f"{args.file.name} carries its own (shown without flags)")
+    module, function = reader.split(":")
+    info = getattr(importlib.import_module(module), function)(args.file)
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
         return 0
-    weights = ", ".join(f"{t} x{n}" for t, n in info.weight_precisions.items())
-    console.print(f"[bold]{info.path}[/bold]: OpenVINO IR, {mb(info.size_bytes)} MB, {info.nodes} nodes, "
-                  f"precision {info.metadata.get('precision', '?')} (constants: {weights})")
-    for kind, items in (("input", info.inputs), ("output", info.outputs)):
-        for it in items:
-            console.print(f"  {kind} {it['name']}: {it['dtype']} {it['shape']}")
+    head, *rest = info.lines()
+    console.print(f"[bold]{escape(head)}[/bold]")
+    for line in rest:
+        console.print(line, markup=False)
+    try:
+        cfg = json.loads(info.metadata.get("preprocess", "null"))
+        console.print(f"  preprocessing (from its metadata): {_describe(cfg)}" if isinstance(cfg, dict) else
+                      "  preprocessing: none in the file", markup=False)
+    except (ValueError, KeyError, TypeError):
+        console.print("  preprocessing: damaged sa_deploy.preprocess metadata", markup=False)
     return _print_ops_and_config(info)
 
 
+def _describe(cfg: dict) -> str:
+    """A preprocessing config (its dict form) in one line."""
+    return (f"resize {cfg['resize']} ({cfg.get('interpolation', 'bilinear')}), center crop {cfg['input_size']}, "
+            f"mean {tuple(cfg['mean'])}, std {tuple(cfg['std'])}"
+            + (f", {len(cfg['class_names'])} class names" if cfg.get("class_names") else ""))
+
+
 def _print_ops_and_config(info) -> int:
-    """The op histogram and the deploy config (ONNX metadata or IR rt_info), for either kind of file."""
-    table = Table(title="op histogram")
-    table.add_column("op")
-    table.add_column("count", justify="right")
-    for op, n in info.op_histogram.items():
-        table.add_row(op, str(n))
-    console.print(table)
+    """The op histogram and the deploy config (ONNX metadata, IR rt_info, CoreML user metadata, engine sidecar)."""
+    if info.op_histogram:
+        table = Table(title="op histogram")
+        table.add_column("op")
+        table.add_column("count", justify="right")
+        for op, n in info.op_histogram.items():
+            table.add_row(op, str(n))
+        console.print(table)
     if info.metadata:
         console.print("  deploy config: " + ", ".join(f"{k}={v}" for k, v in info.metadata.items()
                                                       if k not in ("preprocess", "sa_layers", "attention_modules")))

@@ -29,6 +29,14 @@ class IRInfo:
         d["path"] = str(self.path)
         return d
 
+    def lines(self) -> list[str]:
+        """The headline, then one line per input and output (what ``sa-deploy inspect`` prints above its tables)."""
+        weights = ", ".join(f"{t} x{n}" for t, n in self.weight_precisions.items())
+        head = (f"{self.path}: OpenVINO IR, {self.size_bytes / 1e6:.2f} MB, {self.nodes} nodes, precision "
+                f"{self.metadata.get('precision', '?')} (constants: {weights})")
+        return [head] + [f"  {kind} {it['name']}: {it['dtype']} {it['shape']}"
+                         for kind, items in (("input", self.inputs), ("output", self.outputs)) for it in items]
+
 
 # IR versions OpenVINO 2026 reads; anything else makes it try every other frontend (and log their failures)
 IR_VERSIONS = ("10", "11")
