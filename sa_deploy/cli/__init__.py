@@ -19,9 +19,9 @@ EPILOG = """examples:
   sa-deploy export --model sa_resnet_cifar --pretrained --lowering fold --out out/
   sa-deploy export --model sa_resnet50 --checkpoint sa_resnet50.pth.tar --lowering reshape-transpose
   sa-deploy inspect out/sa_resnet_cifar_fold.onnx
-  sa-deploy lint --target tensorrt out/sa_resnet_cifar_fold.onnx
-  sa-deploy build out/sa_resnet_cifar_fold_int8.onnx --precision int8
   sa-deploy quantize out/sa_resnet_cifar_fold.onnx --calib embedded --flavour tensorrt
+  sa-deploy lint --target tensorrt out/sa_resnet_cifar_fold_int8_tensorrt_entropy.onnx
+  sa-deploy build out/sa_resnet_cifar_fold_int8_tensorrt_entropy.onnx --precision int8
   sa-deploy fp16 out/sa_resnet_cifar_fold.onnx
   sa-deploy convert out/sa_resnet_cifar_fold.onnx --to openvino --fp16-weights
   sa-deploy validate --model sa_resnet_cifar --pretrained --data embedded \\
@@ -29,6 +29,10 @@ EPILOG = """examples:
   sa-deploy bench out/sa_resnet_cifar_fold.onnx out/sa_resnet_cifar_none.onnx --batch 1 8 --rounds 10
   sa-deploy quantize my_model.onnx --calib imgs/ --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225   # your own ONNX
   sa-deploy validate --reference my_model.onnx --data val/ --artifacts my_model_int8_tensorrt_entropy.onnx
+
+--out (export, fp16, quantize, convert, build, run, bench): a path ending in the suffix the command writes (.onnx,
+.xml, .mlpackage, .engine) is that file; a path ending in /, an existing folder or a new name without a suffix is
+a folder that gets the default name(s); anything else is refused. run, bench and several exports take a folder.
 """
 
 

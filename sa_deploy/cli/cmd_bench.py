@@ -7,14 +7,22 @@ from pathlib import Path
 
 from rich.table import Table
 
-from sa_deploy.cli.common import batch_size, console, input_size, output_dir, positive_int, threads
+from sa_deploy.cli.common import batch_size, console, input_size, positive_int, threads
+from sa_deploy.cli.out_path import out_type
+
+BENCH_WRITES = "RESULTS.md, results.json and latency.png"
 
 EXAMPLES = """examples:
   sa-deploy bench out/sa_resnet50_fold.onnx out/sa_resnet50_none.onnx --batch 1 8 --rounds 10
   sa-deploy bench out/*.onnx --runtimes onnxruntime openvino openvino-bf16   # same files, both runtimes
   sa-deploy bench my_model.onnx my_model_int8_tensorrt_entropy.onnx --input-size 224   # any ONNX files; the size
                                                     # is needed only when H/W are dynamic and there is no metadata
+  sa-deploy bench out/*.onnx --out out/bench_b8/ --batch 8        # RESULTS.md, results.json, latency.png there
   python scripts/bench.py            # builds every variant of the registered models and benchmarks them
+
+bench writes RESULTS.md, results.json and latency.png into --out (default out/bench/) and replaces them only when
+they are unchanged since sa-deploy wrote them (results.json records their SHA-256): a RESULTS.md edited by hand,
+like the project's own benchmarks/RESULTS.md, is never overwritten.
 """
 
 
@@ -27,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=input_size, metavar="S", default=None,
                    help="square input size to time at (default: the graph's fixed H/W, else the size in its "
                         "sa-deploy metadata)")
-    p.add_argument("--out", type=output_dir, default=Path("benchmarks"),
-                   help="folder for RESULTS.md, results.json, latency.png (default: benchmarks/)")
+    p.add_argument("--out", type=out_type(what=BENCH_WRITES), default="out/bench/", metavar="DIR/",
+                   help=f"folder for {BENCH_WRITES} (an existing one, a path ending in /, or a new name without a "
+                        "suffix; default: out/bench/)")
     p.set_defaults(func=run)
 
 
@@ -65,17 +74,32 @@ def check_bench_args(args: argparse.Namespace) -> None:
         raise SADeployError(f"unknown runtime {unknown[0]!r}; choose from: {', '.join(RUNTIMES)}")
 
 
+# artifacts sa-deploy writes that bench does not time, and what to do instead
+NOT_TIMED = {
+    ".mlpackage": "a CoreML package; bench times ONNX files on CPU runtimes (CoreML runs on macOS, and sa-deploy's "
+                  "reference MIL executor off macOS is a correctness check, not a latency): pass the ONNX file it "
+                  "was exported from",
+    ".xml": "an OpenVINO IR; bench times ONNX files, and OpenVINO reads them itself (--runtimes openvino): pass the "
+            "ONNX file it was converted from",
+    ".engine": "a TensorRT engine; bench times ONNX files on CPU runtimes (TensorRT runs on a CUDA GPU)",
+    ".plan": "a TensorRT engine; bench times ONNX files on CPU runtimes (TensorRT runs on a CUDA GPU)",
+}
+
+
 def run(args: argparse.Namespace) -> int:
     from sa_deploy.bench.timing import artifacts_from_files, run_benchmark
     from sa_deploy.errors import SADeployError
 
     check_bench_args(args)
-    missing = [str(p) for p in args.artifacts if not p.is_file()]
+    missing = [str(p) for p in args.artifacts if not (p.exists() or p.is_symlink())]
     if missing:
         raise SADeployError(f"artifact not found: {', '.join(missing)}")
+    for p in args.artifacts:
+        if p.suffix in NOT_TIMED:
+            raise SADeployError(f"{p.name}: {NOT_TIMED[p.suffix]}")
     artifacts = artifacts_from_files(args.artifacts, args.input_size)
     command = "sa-deploy " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "sa-deploy bench ..."
-    rows, report = run_benchmark(artifacts, args.out, command, tuple(args.batch), args.rounds, args.iters,
+    rows, report = run_benchmark(artifacts, args.out.path, command, tuple(args.batch), args.rounds, args.iters,
                                  args.threads, progress=lambda m: console.print(m, style="dim"),
                                  runtimes=tuple(args.runtimes))
     print_rows(rows)

@@ -6,6 +6,7 @@ from pathlib import Path
 from rich.table import Table
 
 from sa_deploy.cli.common import add_preprocess_args, console, mb, preprocess_overrides
+from sa_deploy.cli.out_path import out_type
 
 EXAMPLES = """examples:
   sa-deploy convert out/sa_resnet_cifar_fold.onnx --to openvino                  # FP32 IR
@@ -23,7 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", type=Path, help="FP32 or INT8 Q/DQ ONNX file (sa-deploy's or your own)")
     p.add_argument("--to", choices=["openvino"], default="openvino", help="target format (default: openvino)")
     p.add_argument("--fp16-weights", action="store_true", help="store weights as FP16 (FP32 ONNX only)")
-    p.add_argument("--out", type=Path, default=None, help="NAME.xml (default: beside FILE)")
+    p.add_argument("--out", type=out_type((".xml",), "an OpenVINO IR is written as NAME.xml + NAME.bin"), default=None,
+                   metavar="NAME.xml|DIR/",
+                   help="the IR's .xml (its .bin beside it), or a folder for the default name (default: beside "
+                        "FILE: <stem>_fp32.xml, <stem>_fp16.xml with --fp16-weights, <stem>.xml for an INT8 file)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check against the ONNX file")
     add_preprocess_args(p, "optional for convert: given, the IR carries the result")
     p.set_defaults(func=run)
@@ -33,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from sa_deploy import api
     from sa_deploy.errors import BudgetExceededError
 
-    result = api.export_openvino(args.file, args.out, args.fp16_weights, parity=not args.no_parity,
+    out = args.out.file(default_ir_name(args.file, args.fp16_weights)) if args.out else None
+    result = api.export_openvino(args.file, out, args.fp16_weights, parity=not args.no_parity,
                                  preprocess=preprocess_overrides(args))
     exp = result.export
     console.print(f"[bold]converted[/bold] {exp.path} (+ {exp.path.with_suffix('.bin').name}; {mb(exp.size_bytes)} MB, "
@@ -49,3 +54,14 @@ def run(args: argparse.Namespace) -> int:
         if not all(s.passed for s in result.parity):
             raise BudgetExceededError(f"parity check failed for {exp.path.name} (see table above)")
     return 0
+
+
+def default_ir_name(onnx_path: Path, fp16_weights: bool) -> str:
+    """The IR name api.export_openvino gives a file by default: ``<stem>.xml`` for an INT8 (Q/DQ) file,
+    ``<stem>_fp16.xml`` with FP16 weights, else ``<stem>_fp32.xml``."""
+    from sa_deploy.api import derived_path
+    from sa_deploy.exporters.inspect import load_onnx
+    from sa_deploy.exporters.metadata import read_onnx_metadata
+
+    int8 = read_onnx_metadata(load_onnx(onnx_path)).get("precision") == "int8"
+    return derived_path(onnx_path, "" if int8 else ("fp16" if fp16_weights else "fp32"), suffix=".xml").name

@@ -9,7 +9,7 @@ from rich.table import Table
 from sa_deploy.cli.common import console, positive_int
 
 EXAMPLES = """examples:
-  sa-deploy lint --target tensorrt out/sa_resnet50_fold_int8.onnx
+  sa-deploy lint --target tensorrt out/sa_resnet50_fold_int8_tensorrt_entropy.onnx
   sa-deploy lint --target tensorrt model.onnx --max-batch 64 --json
 exit status: 0 when no error is found (warnings allowed), 1 otherwise
 """

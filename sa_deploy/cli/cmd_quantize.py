@@ -4,15 +4,8 @@ import argparse
 import json
 from pathlib import Path
 
-from sa_deploy.cli.common import (
-    add_preprocess_args,
-    console,
-    mb,
-    output_dir,
-    output_file,
-    positive_int,
-    preprocess_overrides,
-)
+from sa_deploy.cli.common import add_preprocess_args, console, mb, output_dir, positive_int, preprocess_overrides
+from sa_deploy.cli.out_path import out_type
 
 EXAMPLES = """examples:
   sa-deploy quantize out/sa_resnet_cifar_fold.onnx --calib cifar10/train    # a folder of images (flat or per class)
@@ -60,8 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flavour", choices=["tensorrt", "cpu"], default="tensorrt", help="INT8 flavour (default tensorrt)")
     p.add_argument("--num", type=positive_int, default=500,
                    help="calibration images, class-balanced sample (default 500)")
-    p.add_argument("--out", type=output_file,
-                   help="output file (default: next to MODEL, suffixed _int8_<flavour>_<method> or _fp16)")
+    p.add_argument("--out", type=out_type((".onnx",)), metavar="FILE.onnx|DIR/",
+                   help="output file, or a folder for the default name (default: next to MODEL, suffixed "
+                        "_int8_<flavour>_<method> or _fp16)")
     p.add_argument("--exclude-nodes", nargs="+", default=[], metavar="NODE", help="node names kept in float")
     p.add_argument("--sa-gate", choices=["float", "int8"], default=None,
                    help="SA gate precision (default: float for --flavour tensorrt, int8 for --flavour cpu)")
@@ -72,7 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("fp16", help="FP16 ONNX (FP32 inputs/outputs) from an FP32 ONNX file",
                        epilog=FP16_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("model", type=Path, metavar="MODEL.onnx")
-    f.add_argument("--out", type=output_file, help="output file (default: next to MODEL, suffixed _fp16)")
+    f.add_argument("--out", type=out_type((".onnx",)), metavar="FILE.onnx|DIR/",
+                   help="output file, or a folder for the default name (default: next to MODEL, suffixed _fp16)")
     f.add_argument("--json", action="store_true")
     add_preprocess_args(f, "optional for fp16: given, the FP16 file carries the result")
     f.set_defaults(func=run, precision="fp16")
@@ -83,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
     from sa_deploy.errors import SADeployError
 
     overrides = preprocess_overrides(args)
+    parts = ("fp16",) if args.precision == "fp16" else ("int8", args.flavour, args.method)
+    out = args.out.file(api.derived_path(args.model, *parts).name) if args.out else None
     if args.precision == "fp16":
-        path = api.fp16(args.model, args.out, preprocess=overrides)
+        path = api.fp16(args.model, out, preprocess=overrides)
         if args.json:
             print(json.dumps({"path": str(path), "precision": "fp16"}))
         else:
@@ -92,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.calib is None:
         raise SADeployError("--calib DIR|FILE.npz|embedded is required for int8 (calibration images)")
-    res = api.quantize(args.model, args.calib, args.out, args.method, args.flavour, args.num,
+    res = api.quantize(args.model, args.calib, out, args.method, args.flavour, args.num,
                        tuple(args.exclude_nodes), args.cache_dir,
                        keep_sa_gate_float=None if args.sa_gate is None else args.sa_gate == "float",
                        preprocess=overrides)
@@ -103,7 +100,30 @@ def run(args: argparse.Namespace) -> int:
                   f"method {res.method}, {res.num_calibration} calibration images, "
                   f"ranges {'from cache' if res.cache_hit else 'calibrated'}, {len(res.excluded_nodes)} float nodes, "
                   f"{res.seconds:.1f}s)")
-    console.print(f"next:\n  sa-deploy validate --reference {args.model} --data DIR --artifacts {res.path}\n"
-                  f"  sa-deploy validate --model MODEL --checkpoint CKPT --data DIR --artifacts {args.model} "
-                  f"{res.path}   (vs PyTorch)")
+    console.print(f"next:\n  sa-deploy validate --reference {args.model} --data DIR --artifacts {res.path}")
+    weights = pytorch_weights_flags(args.model)
+    if weights:
+        console.print(f"  sa-deploy validate {weights} --data DIR --artifacts {args.model} {res.path}   (vs PyTorch)")
     return 0
+
+
+def pytorch_weights_flags(onnx_path: Path) -> str | None:
+    """The ``--model NAME --pretrained`` / ``--model NAME --checkpoint CKPT`` flags that rebuild the PyTorch model an
+    sa-deploy ONNX file was exported from, read from its metadata (``--pretrained`` when its checkpoint hash is that
+    of the embedded weights); None for a model sa-deploy cannot rebuild (a user's module, random init, not ours)."""
+    import onnx
+
+    from sa_deploy.exporters.metadata import read_onnx_metadata
+    from sa_deploy.models.registry import embedded_models, list_models, pretrained_path
+    from sa_deploy.util.hashing import file_sha256
+
+    try:
+        meta = read_onnx_metadata(onnx.load(str(onnx_path), load_external_data=False))
+    except Exception:  # noqa: BLE001 - quantize has read it already; a hint is not worth an error
+        return None
+    name, sha = meta.get("model", ""), meta.get("checkpoint_sha256", "")
+    if name not in list_models() or meta.get("model_source", f"registry {name}") != f"registry {name}":
+        return None
+    if name in embedded_models() and sha == file_sha256(pretrained_path(name)):
+        return f"--model {name} --pretrained"
+    return f"--model {name} --checkpoint CKPT" if len(sha) == 64 else None  # random init: nothing to rebuild

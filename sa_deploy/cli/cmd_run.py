@@ -5,7 +5,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from sa_deploy.cli.common import console, finite_float, output_dir, positive_int
+from sa_deploy.cli.common import console, finite_float, positive_int
+from sa_deploy.cli.out_path import out_type
 from sa_deploy.errors import BudgetExceededError
 
 EXAMPLES = """examples:
@@ -35,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", help="calibration images: a folder (flat or per class) or .npz (default: DATA/train)")
     p.add_argument("--labels", help="labels file for a flat validation folder: CSV `filename,label` or "
                    "`filename label` lines")
-    p.add_argument("--out", type=lambda s: str(output_dir(s)), help="output folder (default: out/run)")
+    p.add_argument("--out", type=out_type(what="artifacts and report.html/md/json"), metavar="DIR/",
+                   help="output folder (an existing one, a path ending in /, or a new name without a suffix; "
+                        "default: out/run)")
     p.add_argument("--config", type=Path, help="YAML file with RunPlan keys; command-line options win")
     p.add_argument("--calib-num", type=positive_int, help="calibration images (default 512)")
     p.add_argument("--val-num", type=positive_int, help="validation images (default: all)")
@@ -53,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
     from sa_deploy.plan import load_plan
     from sa_deploy.report.render import COLUMNS, summary_rows
 
-    overrides = {k: getattr(args, k) for k in ("model", "checkpoint", "data", "val", "calib", "labels", "out",
+    overrides = {k: getattr(args, k) for k in ("model", "checkpoint", "data", "val", "calib", "labels",
                                                  "calib_num", "val_num",
                                                  "int8_method", "int8_max_drop", "coreml", "openvino", "tensorrt")}
+    overrides["out"] = str(args.out.path) if args.out else None
     plan = load_plan(args.config, overrides)
     report = run_pipeline(plan, log=lambda s: console.print(s, markup=False))
     table = Table(title=f"{report['model']['name']}: {report['data']['source']}; "

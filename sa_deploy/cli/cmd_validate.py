@@ -24,7 +24,8 @@ EXAMPLES = """examples:
       --artifacts out/sa_resnet_cifar_fold.onnx out/sa_resnet_cifar_fold_fp16.onnx \\
                   out/sa_resnet_cifar_fold_int8_tensorrt_entropy.onnx --json out/validation.json
   sa-deploy validate --model sa_resnet_cifar --checkpoint best.pth --data val/ --num 1000 --max-drop 0.5 \\
-      --artifacts fp32.onnx int8.onnx --auto-fallback --calib train/
+      --artifacts out/sa_resnet_cifar_fold.onnx out/sa_resnet_cifar_fold_int8_tensorrt_entropy.onnx \\
+      --auto-fallback --calib train/
   sa-deploy validate --model sa_resnet50 --checkpoint model_best.pth.tar --data ILSVRC2012_img_val/ \\
       --labels val.txt --num 5000 --artifacts out/sa_resnet50_fold.onnx
   sa-deploy validate --reference my_model.onnx --data val/ \

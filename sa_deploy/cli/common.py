@@ -9,7 +9,10 @@ from typing import Callable
 
 from rich.console import Console
 
-from sa_deploy.models.preprocessing import INTERPOLATIONS, MAX_INPUT_SIZE, MIN_INPUT_SIZE
+# mirror sa_deploy.models.preprocessing (importing it imports torch, and `--help` must import none of the stack);
+# tests/test_cli_imports.py checks they agree
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 1024
 
 console = Console(highlight=False, soft_wrap=True)
 if not console.is_terminal:  # logs and CI: wide tables instead of rich's 80-column default

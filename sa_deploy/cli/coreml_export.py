@@ -27,16 +27,17 @@ def add_coreml_args(p: argparse.ArgumentParser) -> None:
                    help=f"minimum deployment target: {', '.join(TARGETS)} (default: iOS16; iOS17 for w8a8)")
 
 
-def run_coreml(args: argparse.Namespace, model) -> int:
+def run_coreml(args: argparse.Namespace, model, lowering: str, path: Path) -> int:
+    """Export ``model`` with ``lowering`` to the .mlpackage ``path`` (sa-deploy export checked it first)."""
     from sa_deploy.api import export_coreml
 
     if args.precision == "w8a8" and args.calib is None:
         raise SADeployError("--precision w8a8 needs --calib DIR (calibration images)")
     try:
-        result = export_coreml(model, args.out, precision=args.precision, lowering=args.lowering, calib=args.calib,
+        result = export_coreml(model, path.parent, precision=args.precision, lowering=lowering, calib=args.calib,
                                calib_num=args.calib_num, image_input=args.image_input, classifier=args.classifier,
                                deployment_target=args.target, input_size=args.input_size,
-                               parity=not args.no_parity)
+                               parity=not args.no_parity, filename=path.name)
     except ParityError as exc:  # the failing package was not written
         _parity_table(exc.stats, "coreml")
         raise

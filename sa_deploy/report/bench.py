@@ -108,7 +108,7 @@ def plot(rows: list["BenchRow"], path: str | Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata=png_metadata())
     plt.close(fig)
-    return write_bytes_atomic(path, buf.getvalue(), owned=owned_report_file)
+    return write_bytes_atomic(path, buf.getvalue(), owned=owned_bench_file)
 
 
 def write_report(rows: list["BenchRow"], path: str | Path, command: str, machine: dict[str, str],
@@ -141,16 +141,60 @@ def write_report(rows: list["BenchRow"], path: str | Path, command: str, machine
         parts += [extra, ""]
     if targets:  # last, next to the numbers they come from
         parts += ["Targets (from this run):", ""] + [f"- {t}" for t in targets] + [""]
-    return write_bytes_atomic(path, "\n".join(parts).encode(), owned=owned_report_file)
+    return write_bytes_atomic(path, "\n".join(parts).encode(), owned=owned_bench_file)
 
 
 BENCH_FILES = ("latency.png", "RESULTS.md", "results.json")
 
 
+def _recorded_sha256(out_dir: Path) -> dict[str, str]:
+    """The SHA-256 of RESULTS.md and latency.png as written, recorded in results.json beside them ({} if none)."""
+    import json
+
+    path = out_dir / "results.json"
+    try:
+        if not owned_report_file(path) or path.stat().st_size > 64 << 20:
+            return {}
+        files = json.loads(path.read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(files, dict) \
+        else {}
+
+
+def owned_bench_file(path: Path) -> bool:
+    """Whether an existing benchmark file may be replaced: results.json when it carries sa-deploy's signature;
+    RESULTS.md and latency.png only when they are byte for byte what sa-deploy wrote (their SHA-256 recorded in the
+    results.json beside them). A RESULTS.md edited by hand (the project's benchmarks/RESULTS.md has hand-written
+    findings) or written before the record existed is not sa-deploy's to overwrite."""
+    from sa_deploy.util.hashing import file_sha256
+
+    path = Path(path)
+    if not owned_report_file(path):
+        return False
+    if path.name == "results.json":
+        return True
+    recorded = _recorded_sha256(path.parent).get(path.name)
+    try:
+        return recorded is not None and path.is_file() and file_sha256(path) == recorded
+    except OSError:
+        return False
+
+
 def check_benchmark_outputs(out_dir: str | Path) -> None:
     """The files write_benchmark writes may be written (none is a folder or a file sa-deploy did not write)."""
+    from sa_deploy.errors import OutputPathError
+
     for name in BENCH_FILES:
-        check_writable(Path(out_dir) / name, owned_report_file)
+        path = Path(out_dir) / name
+        try:
+            check_writable(path, owned_bench_file)
+        except OutputPathError:
+            if path.is_file() and not path.is_symlink() and owned_report_file(path):  # ours once, changed since
+                raise OutputPathError(f"{path} was changed since sa-deploy wrote it (edited by hand, or written "
+                                      "before results.json recorded its SHA-256); refusing to overwrite it (pass "
+                                      "another --out, or remove the file yourself)") from None
+            raise
 
 
 def write_benchmark(rows: list["BenchRow"], out_dir: str | Path, command: str, machine: dict[str, str],
@@ -159,12 +203,15 @@ def write_benchmark(rows: list["BenchRow"], out_dir: str | Path, command: str, m
     import json
 
     from sa_deploy import __version__
+    from sa_deploy.util.hashing import file_sha256
 
     out = Path(out_dir)
     check_benchmark_outputs(out)  # all three or none
     chart = plot(rows, out / "latency.png")
     report = write_report(rows, out / "RESULTS.md", command, machine, notes, chart.name, extra, targets)
+    files = {p.name: file_sha256(p) for p in (report, chart)}  # what makes them ours to replace next time
     write_bytes_atomic(out / "results.json", json.dumps({"sa_deploy_version": __version__, "machine": machine,
-                                                        "command": command, "rows": [r.to_dict() for r in rows]},
-                                                       indent=1).encode(), owned=owned_report_file)
+                                                        "command": command, "files": files,
+                                                        "rows": [r.to_dict() for r in rows]},
+                                                       indent=1).encode(), owned=owned_bench_file)
     return report
