@@ -108,13 +108,14 @@ def main() -> None:
         done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, check=True)
         for label, (top1, path) in json.loads(done.stdout.strip().splitlines()[-1]).items():
             rows[label][column] = {"top1": top1, "path": path}
-    result = {"machine": info, "model": args.model, "data": str(val), "images": len(val),
+    data_line = f"{len(val)} validation images of {args.data} ({args.calib_num} calibration images)"
+    result = {"machine": info, "model": args.model, "data": data_line, "images": len(val),
               "pytorch_top1": ref_top1, "rows": rows}
     (args.out / "results.json").write_text(json.dumps(result, indent=2))
     columns = ["onnxruntime kernels here", "onnxruntime Q/DQ emulated", "openvino kernels here",
                "openvino, oneDNN capped at AVX2"]
-    lines = [f"{args.model}, {len(val)} images of {val}; PyTorch FP32 top-1 {ref_top1:.2f}%. "
-             f"Cells: top-1 (drop).", "", "| INT8 file | static check (`lint --target cpu`) | "
+    lines = [f"{args.model}, {data_line}; PyTorch FP32 top-1 {ref_top1:.2f}%. Cells: top-1 (drop). "
+             f"Machine: {info['cpu']} ({info['simd']}); {info['summary']}.", "", "| INT8 file | static check (`lint --target cpu`) | "
              + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
     for label, row in rows.items():
         cells = [f"{row[c]['top1']:.2f} ({ref_top1 - row[c]['top1']:+.2f})" for c in columns]
