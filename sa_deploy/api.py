@@ -14,7 +14,7 @@ from sa_deploy.backends import OnnxRuntimeRunner, TorchRunner
 from sa_deploy.backends.coreml.export import CoreMLExport  # noqa: F401  (no coremltools import at module level)
 from sa_deploy.backends.lint_report import LintReport  # noqa: F401  (re-exported)
 from sa_deploy.backends.trt.build import EngineBuild, build_engine  # noqa: F401  (re-exported; lazy tensorrt)
-from sa_deploy.backends.trt.lint import lint_onnx  # noqa: F401  (re-exported)
+from sa_deploy.backends.trt.lint import lint_onnx as lint_tensorrt
 from sa_deploy.errors import ParityError, SADeployError
 from sa_deploy.exporters.checks import check_finite_weights
 from sa_deploy.exporters.metadata import is_sa_deploy_onnx
@@ -25,6 +25,16 @@ from sa_deploy.models.deploy_config import deploy_config_of
 from sa_deploy.models.preprocessing import PreprocessConfig
 from sa_deploy.util.atomic import atomic_path, check_writable
 from sa_deploy.validate.parity import ParityStats, check_parity
+
+
+def lint_onnx(path: str | Path, max_batch: int | None = None, target: str = "tensorrt") -> LintReport:
+    """Offline lint of an ONNX file for a deployment target: ``tensorrt`` (will TensorRT parse and build it with our
+    INT8/FP16 conventions) or ``cpu`` (can its int8 nodes saturate int16 pair sums on x86 without VNNI)."""
+    if target == "cpu":
+        from sa_deploy.calibration.overflow import lint_cpu_overflow
+
+        return lint_cpu_overflow(path)
+    return lint_tensorrt(path, max_batch=max_batch)
 
 
 def artifact_name(*parts: str, suffix: str) -> str:
@@ -288,7 +298,7 @@ def _source(data: Any, preprocess, num: int | None, split: str = "val", labels: 
 def quantize(fp32_onnx: str | Path, calib: Any, out: str | Path | None = None, method: str = "entropy",
              flavour: str = "tensorrt", num: int | None = 500, exclude_nodes: tuple[str, ...] = (),
              cache_dir: str | Path | None = None, keep_sa_gate_float: bool | None = None,
-             preprocess: PreprocessOverrides | dict | None = None):
+             preprocess: PreprocessOverrides | dict | None = None, weight_bits: int | None = None):
     """INT8 Q/DQ ONNX from an FP32 ONNX file, calibrated on ``calib`` (image folder, .npz, or a source object)
     -> QuantizeResult. ``keep_sa_gate_float`` None: the flavour's default (float gate for tensorrt, quantized
     for cpu). ``preprocess``: fields replacing the file's preprocessing metadata, or the whole preprocessing of a
@@ -304,7 +314,7 @@ def quantize(fp32_onnx: str | Path, calib: Any, out: str | Path | None = None, m
     out = _output_for(fp32_onnx, out, "int8", flavour, method)
     source = _source(calib, cfg, num, "calib")
     return quantize_int8(fp32_onnx, out, source, method, flavour, exclude_nodes, cache_dir, keep_sa_gate_float,
-                         preprocess=cfg)
+                         preprocess=cfg, weight_bits=weight_bits)
 
 
 def fp16(fp32_onnx: str | Path, out: str | Path | None = None, block_list: list[str] | None = None,

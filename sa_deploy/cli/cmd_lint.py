@@ -11,6 +11,7 @@ from sa_deploy.cli.common import console, positive_int
 EXAMPLES = """examples:
   sa-deploy lint --target tensorrt out/sa_resnet50_fold_int8_tensorrt_entropy.onnx
   sa-deploy lint --target tensorrt model.onnx --max-batch 64 --json
+  sa-deploy lint --target cpu out/sa_resnet_cifar_fold_int8_cpu_entropy.onnx   # int16 saturation without VNNI
 exit status: 0 when no error is found (warnings allowed), 1 otherwise
 """
 
@@ -19,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lint", help="check offline that an ONNX file suits a deployment target (no TensorRT needed)",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", type=Path)
-    p.add_argument("--target", choices=["tensorrt"], default="tensorrt", help="deployment target (default tensorrt)")
+    p.add_argument("--target", choices=["tensorrt", "cpu"], default="tensorrt",
+                   help="deployment target (default tensorrt); cpu: can an INT8 Q/DQ file saturate the int16 pair "
+                   "sums of x86 CPUs without VNNI (a static bound from the file, the same answer on any machine)")
     p.add_argument("--max-batch", type=positive_int, default=None, help="largest batch the engine profile will cover")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
@@ -28,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sa_deploy.api import lint_onnx
 
-    report = lint_onnx(args.file, max_batch=args.max_batch)
+    report = lint_onnx(args.file, max_batch=args.max_batch, target=args.target)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0 if report.passed else 1

@@ -51,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="entropy",
                    help="calibration method (default entropy)")
     p.add_argument("--flavour", choices=["tensorrt", "cpu"], default="tensorrt", help="INT8 flavour (default tensorrt)")
+    p.add_argument("--weight-bits", type=int, choices=[7, 8], default=None,
+                   help="weight bits (default: cpu 7, tensorrt 8). 7-bit weights cannot saturate the int16 pair sums "
+                   "of x86 CPUs without VNNI; 8 only for VNNI/AMX/Arm CPUs or TensorRT (`sa-deploy lint --target "
+                   "cpu` checks a file)")
     p.add_argument("--num", type=positive_int, default=500,
                    help="calibration images, class-balanced sample (default 500)")
     p.add_argument("--out", type=out_type((".onnx",)), metavar="FILE.onnx|DIR/",
@@ -92,12 +96,12 @@ def run(args: argparse.Namespace) -> int:
     res = api.quantize(args.model, args.calib, out, args.method, args.flavour, args.num,
                        tuple(args.exclude_nodes), args.cache_dir,
                        keep_sa_gate_float=None if args.sa_gate is None else args.sa_gate == "float",
-                       preprocess=overrides)
+                       preprocess=overrides, weight_bits=args.weight_bits)
     if args.json:
         print(json.dumps(res.to_dict(), indent=2))
         return 0
     console.print(f"[bold]int8[/bold] {res.path}  ({mb(res.path.stat().st_size)} MB, flavour {res.flavour}, "
-                  f"method {res.method}, {res.num_calibration} calibration images, "
+                  f"method {res.method}, {res.weight_bits}-bit weights, {res.num_calibration} calibration images, "
                   f"ranges {'from cache' if res.cache_hit else 'calibrated'}, {len(res.excluded_nodes)} float nodes, "
                   f"{res.seconds:.1f}s)")
     console.print(f"next:\n  sa-deploy validate --reference {args.model} --data DIR --artifacts {res.path}")

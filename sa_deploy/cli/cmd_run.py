@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8-method", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--max-drop", type=finite_float, dest="int8_max_drop",
                    help="INT8 top-1 drop budget, points (1.0)")
+    p.add_argument("--int8-weight-bits", type=int, choices=[7, 8],
+                   help="INT8 weight bits (default: cpu flavour 7, overflow-safe on every CPU; tensorrt 8)")
     p.add_argument("--no-coreml", action="store_false", dest="coreml", default=None)
     p.add_argument("--no-openvino", action="store_false", dest="openvino", default=None)
     p.add_argument("--no-tensorrt", action="store_false", dest="tensorrt", default=None)
@@ -58,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in ("model", "checkpoint", "data", "val", "calib", "labels",
                                                  "calib_num", "val_num",
-                                                 "int8_method", "int8_max_drop", "coreml", "openvino", "tensorrt")}
+                                                 "int8_method", "int8_weight_bits", "int8_max_drop", "coreml",
+                                                 "openvino", "tensorrt")}
     overrides["out"] = str(args.out.path) if args.out else None
     plan = load_plan(args.config, overrides)
     report = run_pipeline(plan, log=lambda s: console.print(s, markup=False))

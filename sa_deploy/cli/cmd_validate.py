@@ -87,6 +87,23 @@ def _row(r, table: Table) -> None:
                   status)
 
 
+def _print_int8(results) -> None:
+    """Per INT8 artifact: the numerics it was judged by (kernel path), both drops, and the diagnosis if any."""
+    for r in results:
+        num = r.details.get("int8")
+        if not num:
+            continue
+        path = num.get("path") or {}
+        judged = "int32 Q/DQ emulation" if num["judged_by"] == "emulation" else \
+            f"{path.get('runtime', 'the runtime')}'s kernels ({path.get('instructions', 'unknown')} -> " \
+            f"{path.get('accumulation', '?')})"
+        both = ", ".join(f"{k} {num[f'{k}_drop']:+.2f}" for k in ("kernel", "emulated")
+                         if num.get(f"{k}_drop") is not None)
+        console.print(f"{r.name}: judged by {judged}; drops: {both}")
+        if num.get("diagnosis"):
+            console.print(f"  [yellow]{num['diagnosis']}[/yellow]")
+
+
 def run(args: argparse.Namespace) -> int:
     from sa_deploy import api
     from sa_deploy.errors import SADeployError
@@ -130,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     for r in report.results:
         _row(r, table)
     console.print(table)
+    _print_int8(report.results)
     if args.json:
         write_json(args.json, report.to_dict())
         console.print(f"report: {args.json}")
