@@ -115,8 +115,9 @@ def main() -> None:
     columns = ["onnxruntime kernels here", "onnxruntime Q/DQ emulated", "openvino kernels here",
                "openvino, oneDNN capped at AVX2"]
     lines = [f"{args.model}, {data_line}; PyTorch FP32 top-1 {ref_top1:.2f}%. Cells: top-1 (drop). "
-             f"Machine: {info['cpu']} ({info['simd']}); {info['summary']}.", "", "| INT8 file | static check (`lint --target cpu`) | "
-             + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
+             f"Machine: {info['cpu']} ({info['simd']}); {info['summary']}.", "",
+             "| INT8 file | static check (`lint --target cpu`) | " + " | ".join(columns) + " |",
+             "|---|---|" + "---:|" * len(columns)]
     for label, row in rows.items():
         cells = [f"{row[c]['top1']:.2f} ({ref_top1 - row[c]['top1']:+.2f})" for c in columns]
         lines.append(f"| {label} | {row['static check']} | " + " | ".join(cells) + " |")

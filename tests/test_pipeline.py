@@ -160,11 +160,13 @@ def test_family_model_run_exports_each_distinct_graph_once(tmp_path):
     with contextlib.redirect_stdout(console):
         rc = main(["run", "--model", "eca_resnet_cifar", "--checkpoint", str(ck), "--data", "embedded",
                    "--out", str(tmp_path / "out"), "--val-num", "40", "--calib-num", "16", "--max-drop", "100",
-                   "--no-coreml"])
+                   "--no-coreml", "--int8-weight-bits", "8"])
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     names = [a["name"] for a in report["artifacts"]]
     assert "onnx-fold-fp32" in names and "onnx-reshape-transpose-fp32" not in names
     assert report["plan"]["lowerings"] == ["fold"]
+    assert report["plan"]["int8_weight_bits"] == 8  # --int8-weight-bits: every INT8 file of the run has 8-bit weights
+    assert all("8-bit weights" in a["variant"] for a in report["artifacts"] if a["precision"] == "int8")
     assert "has no SA layer: reshape-transpose would export the same graph as fold" in console.getvalue()
     if importlib.util.find_spec("openvino"):
         ov_int8 = next(a for a in report["artifacts"] if a["name"] == "openvino-int8")

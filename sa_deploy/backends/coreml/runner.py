@@ -15,8 +15,8 @@ import numpy as np
 from sa_deploy.backends.base import Runner
 from sa_deploy.backends.coreml.mil_reader import read_mlpackage
 from sa_deploy.errors import SADeployError
-from sa_deploy.util.int8_kernels import EMULATED, INT32, Int8Path
 from sa_deploy.models.preprocessing import PreprocessConfig
+from sa_deploy.util.int8_kernels import EMULATED, INT32, Int8Path
 
 BACKENDS = ("auto", "coreml", "reference")
 
