@@ -169,6 +169,10 @@ def artifact_precision(path: str | Path) -> str:
         from sa_deploy.backends.openvino.inspect import read_ir_metadata
 
         return read_ir_metadata(p).get("precision", "fp32")
+    if p.suffix == ".mlpackage":
+        from sa_deploy.backends.coreml.mil_reader import read_mlpackage
+
+        return read_mlpackage(p).metadata.get("sa_deploy.precision", "fp32")
     return "fp32"
 
 
