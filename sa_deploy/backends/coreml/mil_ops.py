@@ -3,9 +3,14 @@
 
 Each kernel takes the op's named arguments (numpy arrays, python lists for tuple inputs) and returns one array or a
 tuple of arrays (one per op output). The executor casts every result to the output dtype the program declares, so
-fp16 programs round like fp16 storage would. Arithmetic runs in float32 (float64 for reductions)."""
+fp16 programs round like fp16 storage would. Arithmetic runs in float32 (float64 for reductions).
+
+``bind`` applies an op's constant arguments once (a conv's weight matrix is laid out once, not per image), and
+``round_to_fp16`` is the executor's fast, exact fp16 rounding: fp16 values are held in float32 arrays between ops,
+because numpy's own half-precision casts are scalar code and cost more than the ops themselves."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -16,6 +21,10 @@ class UnsupportedFeatureError(ValueError):
 
 Kernel = Callable[[dict[str, Any]], Any]
 KERNELS: dict[str, Kernel] = {}
+# op type -> fn(constant arguments, names of the run-time ones) -> kernel of the run-time arguments, or None where
+# it prepares nothing for that combination
+Binder = Callable[[dict[str, Any], frozenset[str]], "Kernel | None"]
+BINDERS: dict[str, Binder] = {}
 
 _CAST_DTYPES = {"fp16": np.float16, "fp32": np.float32, "int32": np.int32, "int16": np.int16, "int8": np.int8,
                 "uint8": np.uint8, "uint16": np.uint16, "bool": np.bool_, "fp64": np.float64, "int64": np.int64}
@@ -41,6 +50,58 @@ def _ints(a: Any) -> list[int]:
     return [int(v) for v in np.asarray(a).reshape(-1)]
 
 
+def bind(op_type: str, static: dict[str, Any], dynamic: frozenset[str]) -> Kernel:
+    """KERNELS[op_type] with the op's constant arguments applied; the result takes the run-time arguments (named in
+    ``dynamic``). A binder, where one exists, prepares the constants once (same arithmetic as the plain kernel)."""
+    binder = BINDERS.get(op_type)
+    bound = binder(static, dynamic) if binder is not None else None
+    if bound is not None:
+        return bound
+    fn = KERNELS[op_type]
+    return lambda args: fn({**static, **args})
+
+
+_F16_MIN_NORMAL_BITS = np.uint32(0x38800000)  # 2**-14, fp16's smallest normal value, as float32 bits
+_F16_MAX = np.float32(65504.0)
+_SPLITTER = np.float32(2 ** 13 + 1)  # Veltkamp's constant: 24 - 13 = 11 bits, fp16's precision
+
+
+def round_to_fp16(x: Any) -> np.ndarray:
+    """float32 values rounded to the nearest fp16 value (ties to even), returned as float32: bit for bit
+    ``x.astype(float16).astype(float32)`` at a third of its cost (numpy's half casts are scalar code).
+
+    Veltkamp's split: with c = x * (2**13 + 1), c - (c - x) is x rounded to nearest on 24 - 13 = 11 bits in float32
+    round-to-nearest-even arithmetic (Dekker 1971; Boldo 2006 proves it, ties included), and fp16 has 11 bits in its
+    normal range. The few values below that range (fp16 subnormals, fewer bits) go through numpy's cast, and so does
+    an array with NaN or values beyond fp16's range."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not x.size:
+        return x.copy()
+    if not (x.max() <= _F16_MAX and x.min() >= -_F16_MAX):  # NaN fails both comparisons
+        return _round_to_fp16_slow(x)
+    c = x * _SPLITTER
+    rounded = np.subtract(c, x)
+    np.subtract(c, rounded, out=rounded)
+    magnitude = rounded.view(np.uint32) << 1  # the sign bit shifted out
+    magnitude -= 1  # zero wraps around to the top: zeros (common after relu or a dequantize) are right as they are
+    small = magnitude < (_F16_MIN_NORMAL_BITS << 1) - 1
+    if small.any():
+        where = np.flatnonzero(small)
+        rounded.flat[where] = x.flat[where].astype(np.float16).astype(np.float32)
+    return rounded
+
+
+def _round_to_fp16_slow(x: np.ndarray) -> np.ndarray:
+    """round_to_fp16 where some values leave fp16's normal range: those elements through numpy's cast."""
+    with np.errstate(over="ignore", invalid="ignore"):  # inf * c - inf: replaced below
+        c = x * _SPLITTER
+        rounded = c - (c - x)
+    magnitude = np.abs(x)
+    special = ~(magnitude <= _F16_MAX) | (magnitude < np.float32(2 ** -14))
+    rounded[special] = x[special].astype(np.float16).astype(np.float32)
+    return rounded
+
+
 # ---- elementwise -------------------------------------------------------------------------------------------
 _BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "real_div": np.divide, "maximum": np.maximum,
            "minimum": np.minimum, "pow": np.power}
@@ -57,9 +118,16 @@ KERNELS["sqrt"] = lambda a: np.sqrt(_f(a["x"]))
 @kernel("sigmoid")
 def _sigmoid(a: dict[str, Any]) -> np.ndarray:
     x = _f(a["x"])
-    # numerically stable for large |x| in both directions
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    # numerically stable for large |x| in both directions: 1 / (1 + e) for x >= 0, e / (1 + e) below, e = exp(-|x|)
+    e = np.abs(x)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    # the numerator: 1 where x >= 0, else e; as max(e, x >= 0) since 0 <= e <= 1 (np.where with a mask as random
+    # as the signs of x is ~10x slower: a branch per element)
+    out = np.maximum(e, x >= 0, dtype=np.float32)
+    e += 1
+    out /= e
+    return out
 
 
 @kernel("softmax")
@@ -134,13 +202,17 @@ def _instance_norm(a: dict[str, Any]) -> np.ndarray:
     x = np.asarray(a["x"], np.float64)
     axes = tuple(range(2, x.ndim))
     mean = x.mean(axis=axes, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)  # biased, as InstanceNorm/GroupNorm define it
-    y = (x - mean) / np.sqrt(var + float(_scalar(a.get("epsilon", 1e-5))))
+    # elementwise steps on (N*C, spatial) views, in place: the same float64 arithmetic, fewer temporaries, and
+    # numpy's row broadcast is faster than its 4-D one
+    rows = x.shape[0] * x.shape[1]
+    y = x.reshape(rows, -1) - mean.reshape(rows, 1)
+    var = np.square(y).reshape(x.shape).mean(axis=axes, keepdims=True)  # biased, as InstanceNorm/GroupNorm define it
+    y /= np.sqrt(var + float(_scalar(a.get("epsilon", 1e-5)))).reshape(rows, 1)
     if a.get("gamma") is not None:
-        y = y * _channel(a["gamma"], x.ndim)
+        y *= np.broadcast_to(_channel(a["gamma"], x.ndim), mean.shape).reshape(rows, 1)
     if a.get("beta") is not None:
-        y = y + _channel(a["beta"], x.ndim)
-    return y.astype(np.float32)
+        y += np.broadcast_to(_channel(a["beta"], x.ndim), mean.shape).reshape(rows, 1)
+    return y.astype(np.float32).reshape(x.shape)
 
 
 @kernel("batch_norm")
@@ -200,39 +272,116 @@ def _windows(x: np.ndarray, kernel_size: tuple[int, int], strides: list[int], di
     return win[:, :, ::sh, ::sw, ::dh, ::dw]
 
 
+@dataclass(frozen=True)
+class _ConvPlan:
+    """A conv's constant half, prepared once: weights as one matrix per group, columns in the (channel, kh, kw)
+    order that ``_columns`` writes, so each group is a single BLAS matmul."""
+    weight: np.ndarray  # (groups, Cout/groups, Cin/groups * kh * kw) float32
+    bias: np.ndarray | None  # (Cout, 1) float32
+    groups: int
+    ksize: tuple[int, int]
+    strides: tuple[int, int]
+    dilations: tuple[int, int]
+    pad_args: dict[str, Any]  # pad_type (+ pad): resolved per input size, "same" depends on it
+
+    @classmethod
+    def from_args(cls, a: dict[str, Any]) -> "_ConvPlan":
+        w = _f(a["weight"])
+        if w.ndim != 4:
+            raise UnsupportedFeatureError(f"conv of rank {w.ndim} (only 2-D convolution is implemented)")
+        groups = int(_scalar(a.get("groups", 1)))
+        if w.shape[0] % groups:
+            raise ValueError(f"conv: {w.shape[0]} output channels do not split into {groups} groups")
+        bias = _f(a["bias"]).reshape(-1, 1) if a.get("bias") is not None else None
+        strides = _ints(a["strides"]) if a.get("strides") is not None else [1, 1]
+        dilations = _ints(a["dilations"]) if a.get("dilations") is not None else [1, 1]
+        return cls(np.ascontiguousarray(w.reshape(groups, w.shape[0] // groups, -1)), bias, groups,
+                   (w.shape[2], w.shape[3]), (strides[0], strides[1]), (dilations[0], dilations[1]),
+                   {k: a[k] for k in ("pad_type", "pad") if a.get(k) is not None})
+
+    def __call__(self, x: Any) -> np.ndarray:
+        x = _f(x)
+        if x.ndim != 4:
+            raise UnsupportedFeatureError(f"conv of rank {x.ndim} (only 2-D convolution is implemented)")
+        n, c = x.shape[:2]
+        if c != self.groups * self.weight.shape[2] // (self.ksize[0] * self.ksize[1]):
+            raise ValueError(f"conv input has {c} channels, the weight expects "
+                             f"{self.groups * self.weight.shape[2] // (self.ksize[0] * self.ksize[1])}")
+        pads = _padding(self.pad_args, x.shape[2:], self.ksize, list(self.strides), list(self.dilations))
+        if self.weight.shape[1:] == (1, self.ksize[0] * self.ksize[1]) and self.groups == c:
+            return self._depthwise(x, pads)
+        cols, (ho, wo) = _columns(x, self.ksize, self.strides, self.dilations, pads)
+        out = np.matmul(self.weight, cols.reshape(n, self.groups, -1, ho * wo))  # (N, G, Cout/G, Ho*Wo)
+        out = out.reshape(n, -1, ho * wo)
+        if self.bias is not None:
+            out += self.bias
+        return out.reshape(n, -1, ho, wo)
+
+    def _depthwise(self, x: np.ndarray, pads: list[tuple[int, int]]) -> np.ndarray:
+        """One filter per channel: a weighted sum of kh*kw shifted views, no im2col (a matmul per channel would be
+        thousands of tiny BLAS calls)."""
+        (kh, kw), (sh, sw), (dh, dw) = self.ksize, self.strides, self.dilations
+        xp = _pad_zeros(x, pads)
+        n, c, hp, wp = xp.shape
+        ho, wo = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
+        if ho <= 0 or wo <= 0:
+            raise ValueError(f"conv window {self.ksize} is larger than the padded input {(hp, wp)}")
+        taps = self.weight.reshape(c, kh * kw)
+        out = np.zeros((n, c, ho, wo), np.float32)
+        term = np.empty_like(out)
+        for i in range(kh):
+            for j in range(kw):
+                view = xp[:, :, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
+                np.multiply(view, taps[:, i * kw + j].reshape(1, c, 1, 1), out=term)
+                out += term
+        if self.bias is not None:
+            out += self.bias.reshape(1, c, 1, 1)
+        return out
+
+
+def _pad_zeros(x: np.ndarray, pads: list[tuple[int, int]]) -> np.ndarray:
+    """Zero padding of the two spatial dims (cheaper than np.pad for this one case)."""
+    (top, bottom), (left, right) = pads
+    if not (top or bottom or left or right):
+        return x
+    n, c, h, w = x.shape
+    out = np.zeros((n, c, h + top + bottom, w + left + right), x.dtype)
+    out[:, :, top:top + h, left:left + w] = x
+    return out
+
+
+def _columns(x: np.ndarray, ksize: tuple[int, int], strides: tuple[int, int], dilations: tuple[int, int],
+             pads: list[tuple[int, int]]) -> tuple[np.ndarray, tuple[int, int]]:
+    """im2col: (N, C, H, W) -> (N, C, kh, kw, Ho, Wo), column (c, i, j) holding input pixel (c, i*dh + s*y, ...)
+    of every output position. A 1x1 unpadded stride-1 conv needs no copy at all."""
+    (kh, kw), (sh, sw), (dh, dw) = ksize, strides, dilations
+    xp = _pad_zeros(x, pads)
+    n, c, hp, wp = xp.shape
+    ho, wo = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
+    if ho <= 0 or wo <= 0:
+        raise ValueError(f"conv window {ksize} (dilation {dilations}) is larger than the padded input {(hp, wp)}")
+    if (kh, kw, sh, sw) == (1, 1, 1, 1):
+        return xp, (ho, wo)
+    cols = np.empty((n, c, kh, kw, ho, wo), np.float32)
+    for i in range(kh):  # one strided block copy per kernel tap, not per pixel
+        for j in range(kw):
+            cols[:, :, i, j] = xp[:, :, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
+    return cols, (ho, wo)
+
+
 @kernel("conv")
 def _conv(a: dict[str, Any]) -> np.ndarray:
-    x, w = _f(a["x"]), _f(a["weight"])
-    if x.ndim != 4:
-        raise UnsupportedFeatureError(f"conv of rank {x.ndim} (only 2-D convolution is implemented)")
-    groups = int(_scalar(a.get("groups", 1)))
-    strides = _ints(a["strides"]) if a.get("strides") is not None else [1, 1]
-    dilations = _ints(a["dilations"]) if a.get("dilations") is not None else [1, 1]
-    ksize = tuple(w.shape[2:])
-    pads = _padding(a, x.shape[2:], ksize, strides, dilations)
-    if ksize == (1, 1) and groups == 1 and not any(sum(pads, ())):  # pointwise: a plain matmul over channels
-        xs = x[:, :, ::strides[0], ::strides[1]]
-        out = np.einsum("oc,nchw->nohw", w[:, :, 0, 0], xs, optimize=True)
-        return _add_bias(out, a)
-    xp = np.pad(x, [(0, 0), (0, 0)] + pads)
-    win = _windows(xp, ksize, strides, dilations)  # (N, C, Ho, Wo, kh, kw)
-    n, c, ho, wo = win.shape[:4]
-    cout, cg = w.shape[0], c // groups
-    if cg == 1 and cout == groups:  # depthwise: one filter per channel, elementwise product + window sum
-        out = np.einsum("nchwij,cij->nchw", win, w[:, 0], optimize=True)
-    else:  # im2col per group: (N*Ho*Wo, Cg*kh*kw) @ (Cg*kh*kw, Cout/groups)
-        cols = win.reshape(n, groups, cg, ho, wo, *ksize).transpose(1, 0, 3, 4, 2, 5, 6)
-        cols = cols.reshape(groups, n * ho * wo, -1)
-        wg = w.reshape(groups, cout // groups, -1).transpose(0, 2, 1)
-        out = np.matmul(cols, wg)  # (G, N*Ho*Wo, Cout/G)
-        out = out.reshape(groups, n, ho, wo, -1).transpose(1, 0, 4, 2, 3).reshape(n, cout, ho, wo)
-    return _add_bias(out, a)
+    return _ConvPlan.from_args(a)(a["x"])
 
 
-def _add_bias(out: np.ndarray, a: dict[str, Any]) -> np.ndarray:
-    if a.get("bias") is not None:
-        out = out + _f(a["bias"]).reshape(1, -1, 1, 1)
-    return np.ascontiguousarray(out, dtype=np.float32)
+def _bind_conv(static: dict[str, Any], dynamic: frozenset[str]) -> Kernel | None:
+    if dynamic != {"x"}:  # weights computed at run time: prepared per call by the plain kernel
+        return None
+    plan = _ConvPlan.from_args(static)
+    return lambda args: plan(args["x"])
+
+
+BINDERS["conv"] = _bind_conv
 
 
 def _pool(reduce: str) -> Kernel:
@@ -291,16 +440,21 @@ def _quantize(a: dict[str, Any]) -> np.ndarray:
     dtype = str(a["output_dtype"])
     lo, hi = _QRANGE[dtype]
     # MIL quantize: round half to even, add zero point, saturate
-    q = np.rint(x / _along(_f(a["scale"]), ax, x.ndim)) + zp
-    return np.clip(q, lo, hi).astype(_CAST_DTYPES[dtype])
+    q = np.divide(x, _along(_f(a["scale"]), ax, x.ndim), dtype=np.float32)
+    np.rint(q, out=q)
+    q += zp
+    np.clip(q, lo, hi, out=q)
+    return q.astype(_CAST_DTYPES[dtype])
 
 
 @kernel("dequantize")
 def _dequantize(a: dict[str, Any]) -> np.ndarray:
     q = np.asarray(a["input"]).astype(np.float32)
     ax = _axis(a, q.ndim)
-    zp = _along(a["zero_point"], ax, q.ndim).astype(np.float32) if a.get("zero_point") is not None else 0.0
-    return (q - zp) * _along(_f(a["scale"]), ax, q.ndim)
+    if a.get("zero_point") is not None:
+        q -= _along(a["zero_point"], ax, q.ndim).astype(np.float32)
+    q *= _along(_f(a["scale"]), ax, q.ndim)
+    return q
 
 
 @kernel("constexpr_affine_dequantize")
