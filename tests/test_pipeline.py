@@ -171,7 +171,7 @@ def test_family_model_run_exports_each_distinct_graph_once(tmp_path):
     if importlib.util.find_spec("openvino"):
         ov_int8 = next(a for a in report["artifacts"] if a["name"] == "openvino-int8")
         cpu_qdq = next(a for a in report["artifacts"] if a["name"] == "onnx-int8-cpu")
-        assert ov_int8["variant"] == "int8 cpu" and ov_int8["status"] == "ok"
+        assert ov_int8["variant"] == "int8 cpu, 8-bit weights" and ov_int8["status"] == "ok"
         assert not list((tmp_path / "out").glob("*floatgate*"))  # no second Q/DQ file for a gate that is not there
         assert cpu_qdq["quantize"]["has_sa_gate"] is False
     assert rc == 0, [(a["name"], a["status"], a["reason"]) for a in report["artifacts"] if a["status"] != "ok"]
