@@ -23,6 +23,7 @@ from sa_deploy.exporters.preprocess_flags import PreprocessOverrides
 from sa_deploy.models import create_model  # noqa: F401  (re-exported)
 from sa_deploy.models.deploy_config import deploy_config_of
 from sa_deploy.models.preprocessing import PreprocessConfig
+from sa_deploy.naming import artifact_name, derived_path  # noqa: F401  (re-exported)
 from sa_deploy.util.atomic import atomic_path, check_writable
 from sa_deploy.validate.parity import ParityStats, check_parity
 
@@ -35,18 +36,6 @@ def lint_onnx(path: str | Path, max_batch: int | None = None, target: str = "ten
 
         return lint_cpu_overflow(path)
     return lint_tensorrt(path, max_batch=max_batch)
-
-
-def artifact_name(*parts: str, suffix: str) -> str:
-    """The one naming scheme: parts joined by '_' — ``<model>_<lowering>[_<precision>...]<suffix>`` for exports,
-    ``<source stem>_<derivation>...<suffix>`` for files converted from another artifact."""
-    return "_".join(p for p in parts if p) + suffix
-
-
-def derived_path(source: str | Path, *parts: str, suffix: str | None = None) -> Path:
-    """Where a file converted from ``source`` goes by default: beside it, named after it."""
-    source = Path(source)
-    return source.with_name(artifact_name(source.stem, *parts, suffix=suffix or source.suffix))
 
 
 @dataclass
@@ -67,15 +56,12 @@ def check_output(path: str | Path) -> Path:
     """The rule for every file sa-deploy writes, checked ahead (e.g. for a whole run before it starts): not a
     folder (unless one of our .mlpackages), not under a file, and if it exists, a file sa-deploy wrote, judged by
     the writer of its kind (see util.atomic)."""
-    from sa_deploy.backends.coreml.export import is_sa_deploy_mlpackage
-    from sa_deploy.backends.openvino.export import owned_ir_file
-    from sa_deploy.backends.trt.sidecar import owned_engine
+    from sa_deploy.backends import output_backend
     from sa_deploy.report.render import owned_report_file
 
     p = Path(path)
-    owned = {".onnx": is_sa_deploy_onnx, ".mlpackage": is_sa_deploy_mlpackage, ".engine": owned_engine,
-             ".plan": owned_engine, ".xml": owned_ir_file, ".bin": owned_ir_file}.get(p.suffix, owned_report_file)
-    return check_writable(p, owned)
+    backend = output_backend(p)  # an artifact (or companion) of a registered runtime: its manager knows its files
+    return check_writable(p, backend.owned_output if backend is not None else owned_report_file)
 
 
 def require_parity(stats: list[ParityStats], path: Path) -> None:
@@ -259,11 +245,12 @@ def _carried_preprocess(paths: tuple[str | Path, ...]):
     else None."""
     import onnx
 
+    from sa_deploy.backends import find_backend
     from sa_deploy.exporters.metadata import preprocess_from_metadata, read_onnx_metadata
 
     found = {}
     for a in map(Path, paths):
-        if a.suffix == ".onnx" and a.is_file():
+        if a.is_file() and getattr(find_backend(a), "name", None) == "onnxruntime":
             try:
                 meta = read_onnx_metadata(onnx.load(str(a), load_external_data=False))
             except Exception:  # noqa: BLE001 - an unreadable artifact gets its own error where it is checked
@@ -345,28 +332,11 @@ def check_artifact(path: str | Path, input_size: int | None = None, num_classes:
     logits when its output size is fixed); an .mlpackage is structurally sound (``check_mlpackage``); an .xml is an
     IR OpenVINO reads, with one float (N, 3, S, S) image input."""
     from sa_deploy.backends import backend_for
-    from sa_deploy.exporters.inspect import OnnxFileError, image_input, load_onnx
 
     p = Path(path)
     if not (p.exists() or p.is_symlink()):
         raise SADeployError(f"artifact not found: {p}")
-    backend_for(p)
-    if p.suffix == ".onnx":
-        onnx_model = load_onnx(p)
-        image_input(onnx_model, p.name, input_size)
-        dims = onnx_model.graph.output[0].type.tensor_type.shape.dim
-        fixed = dims[-1].dim_value if len(dims) == 2 and dims[-1].HasField("dim_value") else None
-        if num_classes is not None and fixed is not None and fixed != num_classes:
-            raise OnnxFileError(f"{p.name} outputs {fixed} classes, the model has {num_classes} (an artifact of "
-                                "another model?)")
-    elif p.suffix == ".mlpackage":
-        from sa_deploy.backends.coreml.mil_reader import check_mlpackage
-
-        check_mlpackage(p)
-    elif p.suffix == ".xml":
-        from sa_deploy.backends.openvino.inspect import check_ir_image_input, read_ir
-
-        check_ir_image_input(read_ir(p), p.name, input_size)
+    backend_for(p).check(p, input_size, num_classes)
 
 
 @dataclass
@@ -416,11 +386,12 @@ def reference_for(reference: nn.Module | str | Path | Reference, preprocess: Pre
     if not isinstance(reference, (str, Path)):
         raise SADeployError(f"the reference must be a PyTorch model or an FP32 ONNX path, got "
                             f"{type(reference).__name__}")
+    from sa_deploy.backends import find_backend
     from sa_deploy.exporters.inspect import load_onnx
     from sa_deploy.exporters.metadata import read_onnx_metadata
 
     path = Path(reference)
-    if path.suffix != ".onnx":
+    if getattr(find_backend(path), "name", None) != "onnxruntime":
         raise SADeployError(f"--reference {path.name}: pass an FP32 .onnx file")
     model = load_onnx(path)
     precision = read_onnx_metadata(model).get("precision", "fp32")
@@ -485,7 +456,10 @@ def _fallback_over_budget(ref: Reference, report, artifacts: list[Path], source,
     from sa_deploy.validate.accuracy import artifact_precision, predict, score
 
     candidates = artifacts + ([ref.path] if ref.path is not None else [])
-    fp32_by_sha = {file_sha256(a): a for a in candidates if a.suffix == ".onnx" and artifact_precision(a) == "fp32"}
+    from sa_deploy.backends import find_backend
+
+    onnx_files = [a for a in candidates if getattr(find_backend(a), "name", None) == "onnxruntime"]
+    fp32_by_sha = {file_sha256(a): a for a in onnx_files if artifact_precision(a) == "fp32"}
     ref_pred = None
     for row in list(report.results):
         path = next(a for a in artifacts if a.name == row.name)

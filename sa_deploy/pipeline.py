@@ -16,14 +16,20 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from sa_deploy import __version__, api
-from sa_deploy.backends import TorchRunner, open_runner, unavailable_reason
+from sa_deploy.backends import TorchRunner, unavailable_reason
 from sa_deploy.errors import BudgetExceededError, SADeployError
 from sa_deploy.models import create_model
 from sa_deploy.plan import RunPlan, resolve_data
 from sa_deploy.util.machine import machine_info
-from sa_deploy.validate.accuracy import Predictions, predict, score, score_twin, subset_budget, topk_accuracy
-from sa_deploy.validate.int8_numerics import int8_plan
-from sa_deploy.validate.parity import tolerance_class
+from sa_deploy.validate.accuracy import (
+    Predictions,
+    budget_for,
+    evaluate_artifact,
+    predict,
+    score,
+    subset_budget,
+    topk_accuracy,
+)
 
 
 @dataclass
@@ -49,11 +55,10 @@ class Artifact:
 
 
 def _size_mb(path: Path) -> float:
-    if path.is_dir():
-        return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6, 3)
-    weights = path.with_suffix(".bin") if path.suffix == ".xml" else None  # an OpenVINO IR is .xml + .bin
-    extra = weights.stat().st_size if weights is not None and weights.is_file() else 0
-    return round((path.stat().st_size + extra) / 1e6, 3)
+    """The artifact and its companion files (an IR's .bin, an engine's sidecar), as its backend counts them."""
+    from sa_deploy.backends import backend_for
+
+    return round(backend_for(path).size_of(path) / 1e6, 3)
 
 
 class Stages:
@@ -147,46 +152,27 @@ def distinct_lowerings(plan: RunPlan, model, log: Callable[[str], None] = print)
 
 
 def planned_outputs(plan: RunPlan) -> list[Path]:
-    """Every file or package the plan may write (for the checks before a run starts)."""
+    """Every file or package the plan may write (for the checks before a run starts): each planned artifact
+    (RunPlan.artifacts), its companion files (an IR's .bin), and the reports."""
+    from sa_deploy.backends import get_backend
     from sa_deploy.report.render import report_paths
 
-    out = Path(plan.out)
-    paths = []
-    for lowering in plan.lowerings:
-        base = out / api.artifact_name(plan.model, lowering, suffix=".onnx")
-        paths.append(base)
-        fp16 = api.derived_path(base, "fp16")
-        int8 = [api.derived_path(base, "int8", f, plan.int8_method) for f in plan.int8_flavours]
-        paths += ([fp16] if plan.fp16 else []) + int8
-        if plan.tensorrt:
-            engines = ([fp16] if plan.fp16 else []) + [p for p in int8 if "_tensorrt_" in p.name]
-            paths += [e.with_suffix(".engine") for e in engines]
-    if plan.coreml:
-        paths += [out / api.artifact_name(plan.model, "fold", p, suffix=".mlpackage") for p in plan.coreml_precisions]
-    if plan.openvino and plan.lowerings:  # IRs from the first lowering's files (see _openvino_stage)
-        base = out / api.artifact_name(plan.model, plan.lowerings[0], suffix=".onnx")
-        irs = [api.derived_path(base, p, suffix=".xml") for p in ("fp32", "fp16")]
-        if "cpu" in plan.int8_flavours:
-            qdq = _openvino_int8_source(base, plan)
-            paths.append(qdq)
-            irs.append(qdq.with_suffix(".xml"))
-        paths += irs + [ir.with_suffix(".bin") for ir in irs]
-    return paths + report_paths(out)
+    paths: list[Path] = []
+    for spec in plan.artifacts():
+        backend = get_backend(spec.backend)
+        paths += [spec.path] + [spec.path.with_suffix(s) for s in backend.companion_suffixes]
+    return list(dict.fromkeys(paths)) + report_paths(Path(plan.out))
 
 
 def progress_note(plan: RunPlan, artifacts: list[Artifact]) -> str:
     """Which artifacts of the plan were written (and are valid) and which were not: one phrase."""
     done = [a.path.name for a in artifacts if a.status == "ok" and a.path is not None and a.path.exists()]
     failed = [a.name for a in artifacts if a.status != "ok"]
-    planned = [f"onnx-{lw}-fp32" for lw in plan.lowerings] + (["onnx-fp16"] if plan.fp16 else []) + [
-        f"onnx-int8-{f}" for f in plan.int8_flavours] + ([f"coreml-{p}" for p in plan.coreml_precisions]
-                                                         if plan.coreml else [])
-    if plan.openvino and plan.lowerings:
-        no_gate = _gateless_cpu_qdq(artifacts) is not None
-        planned += ["openvino-fp32", "openvino-fp16"] + (
-            ([] if no_gate else ["onnx-int8-cpu-float-gate"]) + ["openvino-int8"] if "cpu" in plan.int8_flavours
-            else [])
     made = {a.name for a in artifacts}
+    # what this machine can build (engines need TensorRT and a GPU; the bf16 row a bf16 CPU)
+    planned = [s.name for s in plan.artifacts() if s.backend not in ("tensorrt",) and s.name != "openvino-bf16"]
+    if _gateless_cpu_qdq(artifacts) is not None:  # no SA gate: OpenVINO's INT8 comes from the cpu file itself
+        planned = [n for n in planned if n != "onnx-int8-cpu-float-gate"]
     missing = failed + [n for n in planned if n not in made] + ["report"]
     return (f"written and valid: {', '.join(done) or 'none'} (in {plan.out}); not made: {', '.join(missing)}")
 
@@ -231,6 +217,7 @@ def _run_stages(plan: RunPlan, model, val, calib, data, data_source: str, out: P
     _coreml_stage(plan, model, calib, out, stages, artifacts)
     _openvino_stage(plan, artifacts, stages, calib)
     _tensorrt_stage(plan, artifacts, stages)
+    _registered_runtime_stages(plan, deploy.name, artifacts, stages)
 
     report_sensitivity: list[dict] = []
     int8_trt = next((a for a in artifacts if a.name == "onnx-int8-tensorrt" and a.status == "ok"), None)
@@ -285,32 +272,21 @@ def _run_stages(plan: RunPlan, model, val, calib, data, data_source: str, out: P
 
 
 def _evaluate(art: Artifact, source, ref: Predictions, x1: np.ndarray, plan: RunPlan, sampled: bool = False) -> None:
-    """Top-1/top-5, drop and parity vs PyTorch on the same images, the plan's budget (on a ``sampled`` subset: at
-    least one image, ``subset_budget``), and latency."""
-    planned = {"int8": plan.int8_max_drop, "bf16": plan.bf16_max_drop}.get(tolerance_class(art.precision),
-                                                                          plan.fp16_max_drop)
+    """validate.accuracy.evaluate_artifact (the one evaluation) with the plan's budget for the artifact's
+    tolerance class (on a ``sampled`` subset: at least one image, ``subset_budget``) and latency."""
+    planned = budget_for(art.precision, plan.budgets())
     budget = subset_budget(planned, len(source)) if sampled else planned
-    int8 = int8_plan(art.path) if art.path.is_file() else None  # judged by its target's numerics, with a twin
-    options = {**art.runner_options, **(int8.judged_options if int8 else {})}
     iters = plan.latency_iters if art.format != "coreml" else max(1, plan.latency_iters // 10)
-    with open_runner(art.path, plan.threads, **options) as runner:
-        res = score(art.name, art.precision, predict(runner, source, desc=art.name), ref, max_drop=budget)
-        kernels = runner.int8_path()
-        if options == art.runner_options:
-            latency = float(np.median(runner.latency_ms(x1, warmup=1, iters=iters)))
-    if options != art.runner_options:  # judged by the Q/DQ emulation: the latency is the runtime's own kernels'
-        with open_runner(art.path, plan.threads, **art.runner_options) as runner:
-            latency = float(np.median(runner.latency_ms(x1, warmup=1, iters=iters)))
-    if int8 is not None:
-        score_twin(res, int8, kernels, source, ref, topk_accuracy(ref.logits, ref.labels, 1), plan.threads)
+    ev = evaluate_artifact(art.path, source, ref, topk_accuracy(ref.logits, ref.labels, 1), budget, plan.threads,
+                           runner_options=art.runner_options, name=art.name, precision=art.precision,
+                           latency_input=x1, latency_iters=iters)
+    res, p = ev.result, ev.result.parity
+    if "int8" in res.details:
         art.metrics.update(int8=res.details["int8"], diagnosis=res.details.get("diagnosis"))
-    elif kernels is not None:  # runs int8 without a Q/DQ twin (e.g. CoreML W8A8 in the reference executor)
-        art.metrics["int8"] = {"judged_by": "kernels", "path": kernels.to_dict()}
-    p = res.parity
     art.metrics.update(top1=res.top1, top5=res.top5, drop=res.drop, max_drop=budget, images=res.num_images,
                        cosine=p.cosine, top1_agreement=p.top1_agreement, max_abs=p.max_abs, parity_passed=p.passed,
-                       parity_reason=p.reason() or None, within_budget=res.within_budget, latency_ms=latency,
-                       runner=runner.name)
+                       parity_reason=p.reason() or None, within_budget=res.within_budget, latency_ms=ev.latency_ms,
+                       runner=ev.runner)
     if res.within_budget and res.drop is not None and res.drop > planned + 1e-9:  # passed only by the raised gate
         art.metrics["budget_note"] = f"budget {planned:g} is finer than 1 of {len(source)} images: gate {budget:.2f}"
 
@@ -428,6 +404,31 @@ def _openvino_stage(plan: RunPlan, artifacts: list[Artifact], stages: Stages, ca
         return
     artifacts.append(Artifact("openvino-bf16", "openvino", "bf16", fp32_ir.path, fp32_ir.lowering,
                               "fp32 IR, bf16 hint", runner_options={"precision_hint": "bf16"}))
+
+
+def _registered_runtime_stages(plan: RunPlan, model_name: str, artifacts: list[Artifact], stages: Stages) -> None:
+    """Artifacts of the runtimes registered beside the built-in ones (a plugin, a test): planned by their managers
+    from the run's artifact specs (RunPlan.artifacts), built by them, then evaluated and reported like every row."""
+    from sa_deploy.backends import BACKENDS
+
+    built = {a.name: a for a in artifacts if a.status == "ok"}
+    upstream = plan.artifacts(model_name, upstream_only=True)
+    for manager in list(BACKENDS.values()):
+        for spec in manager.plan_artifacts(plan, list(upstream)):
+            upstream.append(spec)
+            if _skipped(stages, f"{manager.name} ({spec.name})", True, manager.name):
+                continue
+            art = Artifact(spec.name, spec.format, spec.precision, spec.path, spec.lowering, spec.variant,
+                           runner_options=dict(spec.runner_options))
+            with stages.stage(f"{manager.name}: {spec.name}") as rec:
+                source = built.get(spec.source) if spec.source else None
+                if spec.source and source is None:
+                    raise SADeployError(f"{spec.name} is built from {spec.source}, which this run did not make")
+                manager.build(spec, source.path if source else None)
+            if _mark(art, rec).status == "ok":
+                built[spec.name] = art
+            if spec.evaluate:
+                artifacts.append(art)
 
 
 def _tensorrt_stage(plan: RunPlan, artifacts: list[Artifact], stages: Stages) -> None:

@@ -8,8 +8,10 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from sa_deploy.backends.manager import ArtifactSpec
 from sa_deploy.data.resolve import LabeledData, resolve_labeled_data
 from sa_deploy.errors import SADeployError
+from sa_deploy.naming import artifact_name, derived_path
 
 
 @dataclass
@@ -36,7 +38,8 @@ class RunPlan:
     openvino: bool = True  # IR FP32, FP16 weights and INT8 (from the cpu-flavour Q/DQ ONNX) on the CPU plugin
     openvino_bf16: bool = True  # also run the FP32 IR with the bf16 hint, where the CPU has bf16
     coreml_precisions: list[str] = field(default_factory=lambda: ["fp16", "w8a8"])
-    coreml_val_num: int | None = 500  # off macOS CoreML runs in the numpy reference executor: a subset
+    coreml_val_num: int | None = 1000  # off macOS CoreML runs in the numpy reference executor: all of the embedded
+    # sample (1,000), a stratified 1,000 of a larger set
     tensorrt: bool = True
     sensitivity: bool = True
     latency_batch: int = 1
@@ -49,6 +52,69 @@ class RunPlan:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def budgets(self) -> dict[str, float]:
+        """The drop budgets by tolerance class (validate.accuracy.budget_for): FP32 and FP16 share one."""
+        return {"fp32": self.fp16_max_drop, "fp16": self.fp16_max_drop, "bf16": self.bf16_max_drop,
+                "int8": self.int8_max_drop}
+
+    def artifacts(self, model_name: str | None = None, upstream_only: bool = False) -> list[ArtifactSpec]:
+        """Every artifact the run plans, derived once (typed ``ArtifactSpec``s, in build order): the ONNX family
+        from the first lowering's export (FP16, INT8 per flavour), CoreML from the model, OpenVINO IRs (with the
+        cpu Q/DQ file whose SA gate stays float, an intermediate), TensorRT engines; then what every other
+        registered runtime plans from those (``BackendManager.plan_artifacts``). ``planned_outputs``,
+        ``progress_note``, the build and the report read this list."""
+        from sa_deploy.backends import BACKENDS
+
+        name, out = model_name or self.model, Path(self.out)
+        specs: list[ArtifactSpec] = []
+        for lowering in self.lowerings:
+            specs.append(ArtifactSpec(f"onnx-{lowering}-fp32", "onnxruntime", "onnx", "fp32",
+                                      out / artifact_name(name, lowering, suffix=".onnx"), lowering))
+        base = specs[0]
+        if self.fp16:
+            specs.append(ArtifactSpec("onnx-fp16", "onnxruntime", "onnx", "fp16", derived_path(base.path, "fp16"),
+                                      base.lowering, source=base.name))
+        for flavour in self.int8_flavours:
+            specs.append(ArtifactSpec(f"onnx-int8-{flavour}", "onnxruntime", "onnx", "int8",
+                                      derived_path(base.path, "int8", flavour, self.int8_method), base.lowering,
+                                      f"int8 {flavour}", base.name,
+                                      options={"flavour": flavour, "method": self.int8_method,
+                                               "weight_bits": self.int8_weight_bits}))
+        if self.coreml:
+            specs += [ArtifactSpec(f"coreml-{p}", "coreml", "coreml", p,
+                                   out / artifact_name(name, "fold", p, suffix=".mlpackage"), "fold", p)
+                      for p in self.coreml_precisions]
+        if self.openvino:
+            specs += [ArtifactSpec("openvino-fp32", "openvino", "openvino", "fp32", derived_path(base.path, "fp32",
+                                   suffix=".xml"), base.lowering, "fp32 weights, f32 hint", base.name),
+                      ArtifactSpec("openvino-fp16", "openvino", "openvino", "fp16", derived_path(base.path, "fp16",
+                                   suffix=".xml"), base.lowering, "fp16 weights, f32 hint", base.name,
+                                   options={"fp16_weights": True})]
+            if "cpu" in self.int8_flavours:
+                qdq = ArtifactSpec("onnx-int8-cpu-float-gate", "onnxruntime", "onnx", "int8",
+                                   derived_path(base.path, "int8", "cpu", self.int8_method, "floatgate"),
+                                   base.lowering, "int8 cpu, SA gate float", base.name, evaluate=False,
+                                   options={"flavour": "cpu", "method": self.int8_method, "keep_sa_gate_float": True,
+                                            "weight_bits": self.int8_weight_bits})
+                specs += [qdq, ArtifactSpec("openvino-int8", "openvino", "openvino", "int8",
+                                            qdq.path.with_suffix(".xml"), base.lowering, qdq.variant, qdq.name)]
+            if self.openvino_bf16:
+                specs.append(ArtifactSpec("openvino-bf16", "openvino", "openvino", "bf16",
+                                          derived_path(base.path, "fp32", suffix=".xml"), base.lowering,
+                                          "fp32 IR, bf16 hint", "openvino-fp32",
+                                          runner_options={"precision_hint": "bf16"}))
+        if self.tensorrt:
+            for src, precision in (("onnx-fp16", "fp16"), ("onnx-int8-tensorrt", "int8")):
+                source = next((s for s in specs if s.name == src), None)
+                if source is not None:
+                    specs.append(ArtifactSpec(f"tensorrt-{precision}", "tensorrt", "tensorrt", precision,
+                                              source.path.with_suffix(".engine"), source.lowering, source=src))
+        if upstream_only:
+            return specs
+        for manager in BACKENDS.values():  # runtimes registered beside the built-in ones plan their own
+            specs += manager.plan_artifacts(self, list(specs))
+        return specs
 
     def apply(self, overrides: dict) -> "RunPlan":
         known = {f.name for f in fields(self)}

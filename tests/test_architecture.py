@@ -1,6 +1,7 @@
 """The package map holds: no import cycle between packages, validation only reads artifacts, runners never import
-build code, and backend folders do not import each other. Imports are read from the source (every ``import``,
-including those inside functions; only ``if TYPE_CHECKING:`` blocks are skipped)."""
+build code, backend folders do not import each other, and no code outside backends/ and data/ decides by a file
+suffix. Imports are read from the source (every ``import``, including those inside functions and under
+``if TYPE_CHECKING:``)."""
 from __future__ import annotations
 
 import ast
@@ -29,19 +30,10 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _type_checking_lines(tree: ast.AST) -> set[int]:
-    skip: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for child in node.body:
-                skip.update(range(child.lineno, (child.end_lineno or child.lineno) + 1))
-    return skip
-
-
 def imports_of(path: Path) -> set[str]:
     """Absolute names of the sa_deploy modules ``path`` imports (``from a import b`` yields a and a.b)."""
     tree = ast.parse(path.read_text())
-    skip = _type_checking_lines(tree)
+    skip: set[int] = set()  # TYPE_CHECKING imports count too: a cycle through annotations is still a cycle
     this = module_name(path).split(".")
     package = this if path.name == "__init__.py" else this[:-1]
     found: set[str] = set()
@@ -146,3 +138,67 @@ def test_ruff_passes():
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "sa_deploy", "tests", "scripts"],
                           cwd=root, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+# suffix dispatch: deciding what to do with an artifact by its file suffix belongs to the backend managers (and to
+# data/ for image layouts); everywhere else asks the registry (backends.backend_for / find_backend / output_backend)
+SUFFIX_DISPATCH_ALLOWED = {
+    "sa_deploy.cli.out_path": "the --out rule: a path ending in the suffix a command writes names a file (issue 26)",
+}
+ARTIFACT_SUFFIX_LITERALS = (".onnx", ".xml", ".bin", ".mlpackage", ".engine", ".plan", ".pte", ".tflite")
+
+
+def _mentions_artifact_suffix(text: str) -> bool:
+    return any(f"'{s}'" in text or f'"{s}"' in text for s in ARTIFACT_SUFFIX_LITERALS)
+
+
+def suffix_dispatch(path: Path) -> list[str]:
+    """Lines of ``path`` that decide by an artifact's suffix: a comparison, membership test or lookup on
+    ``.suffix`` against artifact suffixes (written there or in a module-level name), or ``.endswith`` with one."""
+    tree = ast.parse(path.read_text())
+    named = {t.id: ast.unparse(node.value) for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+             for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)
+             and node.value is not None}
+
+    def artifact_like(node: ast.AST) -> bool:
+        text = ast.unparse(node)
+        return _mentions_artifact_suffix(text) or (isinstance(node, ast.Name) and
+                                                    _mentions_artifact_suffix(named.get(node.id, "")))
+
+    def on_suffix(node: ast.AST) -> bool:
+        return isinstance(node, ast.Attribute) and node.attr == "suffix"
+
+    found = []
+    for node in ast.walk(tree):
+        hit = False
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            hit = any(on_suffix(o) for o in operands) and any(artifact_like(o) for o in operands if not on_suffix(o))
+        elif isinstance(node, ast.Subscript):
+            hit = on_suffix(node.slice) and artifact_like(node.value)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr == "get":
+                hit = any(on_suffix(a) for a in node.args) and artifact_like(node.func.value)
+            elif node.func.attr == "endswith":
+                hit = any(artifact_like(a) for a in node.args)
+        if hit:
+            found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)[:100]}")
+    return found
+
+
+def test_no_suffix_dispatch_outside_backends_and_data():
+    bad = []
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        mod = module_name(path)
+        if mod.startswith(("sa_deploy.backends", "sa_deploy.data")) or mod in SUFFIX_DISPATCH_ALLOWED:
+            continue
+        bad += suffix_dispatch(path)
+    assert not bad, "suffix dispatch outside backends/ and data/ (ask the backend registry):\n" + "\n".join(bad)
+
+
+def test_the_suffix_walker_sees_dispatch(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("KNOWN = {'.xml': 1}\n\ndef f(p, d):\n    if p.suffix == '.onnx':\n        pass\n"
+                      "    KNOWN.get(p.suffix)\n    x = p.suffix in KNOWN\n    y = p.suffix == '.json'\n"
+                      "    return p.name.endswith(('.engine', '.plan'))\n")
+    assert len(suffix_dispatch(sample)) == 4  # not the '.json' comparison: a report file, not an artifact

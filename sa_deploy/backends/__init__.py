@@ -1,75 +1,54 @@
-"""Runtimes sa-deploy builds for and runs on, one folder each, behind one runner interface (``base.Runner``).
+"""Runtimes sa-deploy builds for and runs on, one folder each, behind one runner interface (``base.Runner``) and
+one manager (``manager.BackendManager``: which files it owns, their precision, size, metadata, checks, inspection,
+how its INT8 is judged, how to run them).
 
-``BACKENDS`` is the registry: each entry names the artifact suffixes the backend runs, where its runner class
-lives (imported only when used, so optional libraries stay optional) and how to tell whether it is usable here
-(``unavailable_reason(name)``, like mmdeploy's ``is_available()``). The pipeline asks the registry; it never probes
-imports itself. To add a runtime: a folder here with ``runner.py`` (a Runner subclass), its export/build code,
-an ``is_available()`` in its ``__init__.py``, and one ``register_backend`` line below."""
+``BACKENDS`` is the registry (``registry.py``): each ``backends/<name>/__init__.py`` registers its manager when this
+package is imported, and everything that asks about an artifact asks the registry (``backend_for(path)``). Optional
+libraries stay optional: a manager imports its runtime only when used. To add a runtime: a folder here whose
+``__init__.py`` registers a BackendManager subclass (README, "Add a runtime"); a runtime defined elsewhere (a test, a
+plugin) calls ``register_backend`` itself."""
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
 from pathlib import Path
 
+from sa_deploy.backends import coreml, openvino, ort, pytorch, trt  # noqa: F401  (each registers its manager)
 from sa_deploy.backends.base import Runner
+from sa_deploy.backends.manager import BackendManager, Int8Plan
 from sa_deploy.backends.ort.runner import OnnxRuntimeRunner
 from sa_deploy.backends.pytorch.runner import TorchRunner
+from sa_deploy.backends.registry import BACKENDS, get_backend, register_backend, unregister_backend
 from sa_deploy.errors import SADeployError
-
-
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    package: str  # sa_deploy.backends.<folder>: its __init__ has is_available() -> None | reason
-    runner: str  # "module:Class" of its Runner
-    suffixes: tuple[str, ...] = ()  # artifact files it runs ((): the reference only)
-
-    def unavailable_reason(self) -> str | None:
-        """None when this backend can build and run here, else why not (with the install hint)."""
-        return importlib.import_module(self.package).is_available()
-
-    def runner_class(self) -> type[Runner]:
-        module, cls = self.runner.split(":")
-        return getattr(importlib.import_module(module), cls)
-
-
-BACKENDS: dict[str, Backend] = {}
-
-
-def register_backend(backend: Backend) -> Backend:
-    BACKENDS[backend.name] = backend
-    return backend
-
-
-register_backend(Backend("pytorch", "sa_deploy.backends.pytorch", "sa_deploy.backends.pytorch.runner:TorchRunner"))
-register_backend(Backend("onnxruntime", "sa_deploy.backends.ort", "sa_deploy.backends.ort.runner:OnnxRuntimeRunner",
-                         (".onnx",)))
-register_backend(Backend("coreml", "sa_deploy.backends.coreml", "sa_deploy.backends.coreml.runner:CoreMLRunner",
-                         (".mlpackage",)))
-register_backend(Backend("openvino", "sa_deploy.backends.openvino",
-                         "sa_deploy.backends.openvino.runner:OpenVINORunner", (".xml",)))
-register_backend(Backend("tensorrt", "sa_deploy.backends.trt", "sa_deploy.backends.trt.runner:TensorRTRunner",
-                         (".engine", ".plan")))
-
-
-def get_backend(name: str) -> Backend:
-    if name not in BACKENDS:
-        raise SADeployError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}")
-    return BACKENDS[name]
 
 
 def unavailable_reason(name: str) -> str | None:
     """None when backend ``name`` is usable on this machine, else the reason (for a 'skipped' line)."""
-    return get_backend(name).unavailable_reason()
+    return get_backend(name).is_available()
 
 
-def backend_for(path: str | Path) -> Backend:
+def find_backend(path: str | Path) -> BackendManager | None:
+    """The manager that owns ``path`` (None: no registered runtime does)."""
     p = Path(path)
-    for backend in BACKENDS.values():
-        if p.suffix in backend.suffixes:
-            return backend
-    known = ", ".join(s for b in BACKENDS.values() for s in b.suffixes)
-    raise SADeployError(f"don't know how to run {p.name}: expected one of {known}")
+    return next((m for m in BACKENDS.values() if m.owns(p)), None)
+
+
+def backend_for(path: str | Path) -> BackendManager:
+    """The manager that owns ``path``, or one line naming the formats sa-deploy knows."""
+    backend = find_backend(path)
+    if backend is None:
+        known = ", ".join(s for m in BACKENDS.values() for s in m.suffixes)
+        raise SADeployError(f"don't know how to run {Path(path).name}: expected one of {known}")
+    return backend
+
+
+def output_backend(path: str | Path) -> BackendManager | None:
+    """The manager that writes files named like ``path`` (an artifact or a companion such as an IR's .bin)."""
+    p = Path(path)
+    return next((m for m in BACKENDS.values() if m.owns_output(p)), None)
+
+
+def artifact_suffixes() -> tuple[str, ...]:
+    """Every suffix a registered runtime writes (artifacts and companions)."""
+    return tuple(s for m in BACKENDS.values() for s in (*m.suffixes, *m.companion_suffixes))
 
 
 def open_runner(path: str | Path, threads: int | None = None, **options) -> Runner:
@@ -79,11 +58,12 @@ def open_runner(path: str | Path, threads: int | None = None, **options) -> Runn
     if not p.exists():
         raise SADeployError(f"artifact not found: {p}")
     backend = backend_for(p)
-    reason = backend.unavailable_reason() if backend.name != "onnxruntime" else None
-    if reason and backend.name != "tensorrt":  # the TensorRT runner says itself what is missing (tensorrt or GPU)
+    reason = backend.is_available() if backend.name not in ("onnxruntime", "tensorrt") else None
+    if reason:  # the TensorRT runner says itself what is missing (tensorrt or GPU)
         raise SADeployError(f"cannot run {p.name}: {reason}")
-    return backend.runner_class()(p, threads=threads, **options)
+    return backend.runner(p, threads=threads, **options)
 
 
-__all__ = ["BACKENDS", "Backend", "OnnxRuntimeRunner", "Runner", "TorchRunner", "backend_for", "get_backend",
-           "open_runner", "register_backend", "unavailable_reason"]
+__all__ = ["BACKENDS", "BackendManager", "Int8Plan", "OnnxRuntimeRunner", "Runner", "TorchRunner",
+           "artifact_suffixes", "backend_for", "find_backend", "get_backend", "open_runner", "output_backend",
+           "register_backend", "unavailable_reason", "unregister_backend"]

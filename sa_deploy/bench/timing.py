@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from sa_deploy.backends import OnnxRuntimeRunner, Runner, unavailable_reason
+from sa_deploy.backends import Runner, get_backend, unavailable_reason
 from sa_deploy.errors import SADeployError
 from sa_deploy.exporters.inspect import image_input, load_onnx
 from sa_deploy.exporters.metadata import preprocess_from_metadata, read_onnx_metadata
@@ -78,11 +78,7 @@ def make_runner(runtime: str, path: Path, threads: int | None) -> Runner:
     reason = unavailable_reason(backend)
     if reason:
         raise SADeployError(f"cannot time on {runtime}: {reason}")
-    if backend == "onnxruntime":
-        return OnnxRuntimeRunner(path, threads)
-    from sa_deploy.backends.openvino.runner import OpenVINORunner
-
-    return OpenVINORunner(path, threads, **options)
+    return get_backend(backend).runner(path, threads, **options)  # OpenVINO reads the ONNX file itself
 
 
 def _paired_ratio(a: list[float], b: list[float]) -> float:

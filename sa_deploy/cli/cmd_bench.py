@@ -74,15 +74,14 @@ def check_bench_args(args: argparse.Namespace) -> None:
         raise SADeployError(f"unknown runtime {unknown[0]!r}; choose from: {', '.join(RUNTIMES)}")
 
 
-# artifacts sa-deploy writes that bench does not time, and what to do instead
+# artifacts of other runtimes that bench does not time (by backend), and what to do instead
 NOT_TIMED = {
-    ".mlpackage": "a CoreML package; bench times ONNX files on CPU runtimes (CoreML runs on macOS, and sa-deploy's "
-                  "reference MIL executor off macOS is a correctness check, not a latency): pass the ONNX file it "
-                  "was exported from",
-    ".xml": "an OpenVINO IR; bench times ONNX files, and OpenVINO reads them itself (--runtimes openvino): pass the "
-            "ONNX file it was converted from",
-    ".engine": "a TensorRT engine; bench times ONNX files on CPU runtimes (TensorRT runs on a CUDA GPU)",
-    ".plan": "a TensorRT engine; bench times ONNX files on CPU runtimes (TensorRT runs on a CUDA GPU)",
+    "coreml": "a CoreML package; bench times ONNX files on CPU runtimes (CoreML runs on macOS, and sa-deploy's "
+              "reference MIL executor off macOS is a correctness check, not a latency): pass the ONNX file it was "
+              "exported from",
+    "openvino": "an OpenVINO IR; bench times ONNX files, and OpenVINO reads them itself (--runtimes openvino): pass "
+                "the ONNX file it was converted from",
+    "tensorrt": "a TensorRT engine; bench times ONNX files on CPU runtimes (TensorRT runs on a CUDA GPU)",
 }
 
 
@@ -94,9 +93,13 @@ def run(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.artifacts if not (p.exists() or p.is_symlink())]
     if missing:
         raise SADeployError(f"artifact not found: {', '.join(missing)}")
+    from sa_deploy.backends import find_backend
+
     for p in args.artifacts:
-        if p.suffix in NOT_TIMED:
-            raise SADeployError(f"{p.name}: {NOT_TIMED[p.suffix]}")
+        backend = find_backend(p)
+        if backend is not None and backend.name != "onnxruntime":
+            raise SADeployError(f"{p.name}: " + NOT_TIMED.get(backend.name, f"a {backend.name} artifact; bench "
+                                                             "times ONNX files: pass the ONNX file it came from"))
     artifacts = artifacts_from_files(args.artifacts, args.input_size)
     command = "sa-deploy " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "sa-deploy bench ..."
     rows, report = run_benchmark(artifacts, args.out.path, command, tuple(args.batch), args.rounds, args.iters,

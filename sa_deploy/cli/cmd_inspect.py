@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from pathlib import Path
 
@@ -25,14 +24,6 @@ config), TensorRT .engine (what its sidecar ENGINE.json records, and whether the
 engine itself is deserialized only by the TensorRT that built it, on a GPU).
 """
 
-# formats other than ONNX: suffix -> "module:function" giving an info with to_dict(), lines(), op_histogram, metadata
-READERS = {
-    ".xml": "sa_deploy.backends.openvino.inspect:inspect_ir",
-    ".mlpackage": "sa_deploy.backends.coreml.inspect:inspect_mlpackage",
-    ".engine": "sa_deploy.backends.trt.inspect:inspect_engine",
-    ".plan": "sa_deploy.backends.trt.inspect:inspect_engine",
-}
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="what an artifact holds: op histogram, parameters, inputs/outputs, SA layers, "
@@ -44,23 +35,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def reader_for(path: Path) -> str | None:
-    """The READERS entry for a file that is not ONNX (None: read it as ONNX)."""
-    if path.name.endswith((".engine.json", ".plan.json")):  # an engine's sidecar: the engine beside it
-        return READERS[".engine"]
-    if path.suffix in READERS:
-        return READERS[path.suffix]
-    if path.is_dir() and (path / "Manifest.json").is_file():  # an ML package under another name
-        return READERS[".mlpackage"]
-    return None
+def backend_of(path: Path):
+    """The backend manager that owns a file other than ONNX (None: read it as ONNX, the default format)."""
+    from sa_deploy.backends import find_backend
+
+    backend = find_backend(path)
+    return backend if backend is not None and backend.name != "onnxruntime" else None
 
 
 def run(args: argparse.Namespace) -> int:
     from sa_deploy.exporters.inspect import inspect_onnx
 
-    reader = reader_for(args.file)
-    if reader:
-        return _inspect_artifact(args, reader)
+    backend = backend_of(args.file)
+    if backend is not None:
+        return _inspect_artifact(args, backend)
 
     info = inspect_onnx(args.file)
     preprocess = _preprocess(args)
@@ -107,15 +95,14 @@ def _preprocess(args: argparse.Namespace) -> dict:
     return resolved
 
 
-def _inspect_artifact(args: argparse.Namespace, reader: str) -> int:
+def _inspect_artifact(args: argparse.Namespace, backend) -> int:
     """An OpenVINO IR, a CoreML package or a TensorRT engine: its backend's inspect, printed the same way."""
     from sa_deploy.errors import SADeployError
 
     if preprocess_overrides(args):
         raise SADeployError("the preprocessing flags resolve an ONNX file's preprocessing; "
                             f"{args.file.name} carries its own (shown without flags)")
-    module, function = reader.split(":")
-    info = getattr(importlib.import_module(module), function)(args.file)
+    info = backend.inspect(args.file)
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
         return 0

@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from sa_deploy.report.render import owned_report_file
 from sa_deploy.util.atomic import check_writable, write_bytes_atomic
 
-if TYPE_CHECKING:
-    from sa_deploy.bench.timing import BenchRow
+
+class BenchRow(Protocol):
+    """What a table row needs (bench.timing.BenchRow has it); a Protocol, so report/ does not import bench/."""
+
+    group: str
+    variant: str
+    batch: int
+    nodes: int
+    size_bytes: int
+    median_ms: float
+    p90_ms: float
+    throughput: float
+    vs_floor: float | None
+    vs_naive: float | None
+    rounds: int
+    samples: int
+    round_medians_ms: list[float]
+    runtime: str
+
+    def to_dict(self) -> dict: ...
 
 
 def _ratio(v: float | None) -> str:
@@ -22,13 +40,13 @@ COLUMNS = ("model", "runtime", "variant", "batch", "nodes", "size MB", "median m
            "vs naive")
 
 
-def row_cells(r: "BenchRow") -> tuple[str, ...]:
+def row_cells(r: BenchRow) -> tuple[str, ...]:
     """One row of COLUMNS (the Markdown table and the CLI table show the same cells)."""
     return (r.group, r.runtime, r.variant, str(r.batch), str(r.nodes), f"{r.size_bytes / 1e6:.2f}",
             f"{r.median_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.throughput:.1f}", _ratio(r.vs_floor), _ratio(r.vs_naive))
 
 
-def markdown_table(rows: list["BenchRow"]) -> str:
+def markdown_table(rows: list[BenchRow]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if i < 3 else "---:" for i in
                                                                  range(len(COLUMNS))) + "|"]
     for r in rows:
@@ -41,7 +59,7 @@ KEY_RATIOS = (("fold", "floor"), ("naive", "floor"), ("reshape-transpose", "floo
               ("int8-cpu-float-gate", "fold"), ("int8-tensorrt", "fold"), ("fp16", "fold"))
 
 
-def paired_ratio(rows: list["BenchRow"], group: str, a: str, b: str, batch: int, runtime: str = "onnxruntime",
+def paired_ratio(rows: list[BenchRow], group: str, a: str, b: str, batch: int, runtime: str = "onnxruntime",
                  runtime_b: str | None = None) -> float | None:
     """Latency of variant ``a`` on ``runtime`` over variant ``b`` on ``runtime_b`` (default: the same runtime),
     paired per round, median over rounds; None unless both were run."""
@@ -52,7 +70,7 @@ def paired_ratio(rows: list["BenchRow"], group: str, a: str, b: str, batch: int,
     return float(np.median(np.asarray(ra.round_medians_ms) / np.asarray(rb.round_medians_ms)))
 
 
-def key_ratios(rows: list["BenchRow"]) -> str:
+def key_ratios(rows: list[BenchRow]) -> str:
     """Markdown table of the headline latency ratios (paired per round, median over rounds) per model, runtime and
     batch, plus each runtime's best INT8 / FP32 fold against onnxruntime's FP32 fold (one interleaved run)."""
     variants = {r.variant for r in rows}
@@ -70,7 +88,7 @@ def key_ratios(rows: list["BenchRow"]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list["BenchRow"], path: str | Path) -> Path:
+def plot(rows: list[BenchRow], path: str | Path) -> Path:
     """One panel per (group, batch): median latency per variant, annotated with the ratio to the floor."""
     import matplotlib
 
@@ -111,7 +129,7 @@ def plot(rows: list["BenchRow"], path: str | Path) -> Path:
     return write_bytes_atomic(path, buf.getvalue(), owned=owned_bench_file)
 
 
-def write_report(rows: list["BenchRow"], path: str | Path, command: str, machine: dict[str, str],
+def write_report(rows: list[BenchRow], path: str | Path, command: str, machine: dict[str, str],
                  notes: list[str] | None = None, chart: str | None = None, extra: str = "",
                  targets: list[str] | None = None) -> Path:
     """RESULTS.md: machine, command, method, the table, notes (how each variant was produced)."""
@@ -197,7 +215,7 @@ def check_benchmark_outputs(out_dir: str | Path) -> None:
             raise
 
 
-def write_benchmark(rows: list["BenchRow"], out_dir: str | Path, command: str, machine: dict[str, str],
+def write_benchmark(rows: list[BenchRow], out_dir: str | Path, command: str, machine: dict[str, str],
                     notes: list[str] | None = None, extra: str = "", targets: list[str] | None = None) -> Path:
     """latency.png, RESULTS.md and results.json into ``out_dir``; returns RESULTS.md."""
     import json

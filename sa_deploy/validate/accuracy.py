@@ -13,10 +13,16 @@ import numpy as np
 from sa_deploy.backends.base import Runner
 from sa_deploy.errors import BudgetExceededError, SADeployError
 from sa_deploy.validate.int8_numerics import Int8Numerics, Int8Plan, diagnose, int8_plan
-from sa_deploy.validate.parity import ParityStats, compare
+from sa_deploy.validate.parity import ParityStats, compare, tolerance_class
 
-# default allowed top-1 drop (points) vs the FP32 reference, per precision
+# default allowed top-1 drop (points) vs the FP32 reference: the one budget table, keyed by tolerance class
+# (validate.parity.tolerance_class: w8a8, palettize... are int8); `validate --max-drop` and the run plan override it
 DEFAULT_MAX_DROP: dict[str, float] = {"fp32": 0.1, "fp16": 0.1, "bf16": 0.5, "int8": 1.0}
+
+
+def budget_for(precision: str, budgets: dict[str, float] | None = None) -> float:
+    """The drop budget of an artifact precision, from DEFAULT_MAX_DROP overlaid by ``budgets`` (by class)."""
+    return {**DEFAULT_MAX_DROP, **(budgets or {})}[tolerance_class(precision)]
 
 
 class LabeledSource(Protocol):
@@ -140,7 +146,7 @@ def score(name: str, precision: str, pred: Predictions, reference: Predictions |
         res.parity = compare(pred.logits, reference.logits, precision)
         res.drop = (top1_ref if top1_ref is not None else topk_accuracy(reference.logits, reference.labels, 1)) \
             - res.top1
-        res.max_drop = DEFAULT_MAX_DROP.get(precision, 1.0) if max_drop is None else max_drop
+        res.max_drop = budget_for(precision) if max_drop is None else max_drop
         # both gate: the accuracy budget, and parity within the precision's tolerance (validate.parity.TOLERANCES:
         # int8 logits differ by design, so its tolerance is on cosine and top-1 agreement, not on values)
         res.within_budget = bool(res.drop <= res.max_drop + 1e-9)
@@ -157,23 +163,10 @@ def subset_budget(max_drop: float, images: int) -> float:
 
 
 def artifact_precision(path: str | Path) -> str:
-    """Precision recorded in an artifact's deploy metadata (fp32 when absent)."""
-    p = Path(path)
-    if p.suffix == ".onnx":
-        import onnx
+    """Precision recorded in an artifact's deploy metadata (fp32 when absent), as its backend reads it."""
+    from sa_deploy.backends import backend_for
 
-        from sa_deploy.exporters.metadata import read_onnx_metadata
-
-        return read_onnx_metadata(onnx.load(str(p), load_external_data=False)).get("precision", "fp32")
-    if p.suffix == ".xml":
-        from sa_deploy.backends.openvino.inspect import read_ir_metadata
-
-        return read_ir_metadata(p).get("precision", "fp32")
-    if p.suffix == ".mlpackage":
-        from sa_deploy.backends.coreml.mil_reader import read_mlpackage
-
-        return read_mlpackage(p).metadata.get("sa_deploy.precision", "fp32")
-    return "fp32"
+    return backend_for(path).precision_of(Path(path))
 
 
 def validate_artifacts(reference: Runner, artifacts: Iterable[str | Path], source: LabeledSource,
@@ -182,27 +175,55 @@ def validate_artifacts(reference: Runner, artifacts: Iterable[str | Path], sourc
     """Accuracy of the reference and of each artifact on the same images; ``max_drop`` overrides the per-precision
     defaults (DEFAULT_MAX_DROP); ``threads`` caps each artifact runner's threads. Does not raise on budget
     failures: call ``report.raise_if_failed()``."""
-    from sa_deploy.backends import open_runner
 
     with reference:
         ref_pred = predict(reference, source, batch_size, reference_name, progress)
     ref = score(reference_name, "fp32", ref_pred)
-    results = []
-    for art in artifacts:
-        path = Path(art)
-        plan = int8_plan(path)
-        with open_runner(path, threads, **(plan.judged_options if plan else {})) as runner:
-            pred = predict(runner, source, batch_size, path.name, progress)
-            kernels = runner.int8_path() if plan else None
-        if pred.logits.shape[1:] != ref_pred.logits.shape[1:]:
-            raise SADeployError(f"{path.name} gives outputs of shape {pred.logits.shape[1:]}, the reference "
-                                f"{ref_pred.logits.shape[1:]} (an artifact of another model?)")
-        res = score(path.name, artifact_precision(path), pred, ref_pred, ref.top1, max_drop)
-        res.details["runner"] = runner.name
-        if plan is not None:
-            score_twin(res, plan, kernels, source, ref_pred, ref.top1, threads, batch_size, progress)
-        results.append(res)
+    results = [evaluate_artifact(Path(art), source, ref_pred, ref.top1, max_drop, threads, batch_size, progress).result
+               for art in artifacts]
     return ValidationReport(ref, results)
+
+
+@dataclass
+class Evaluation:
+    result: AccuracyResult
+    latency_ms: float | None  # median of the timed calls (None: not timed)
+    runner: str  # the runner that judged it, e.g. "onnxruntime (Q/DQ emulated)"
+
+
+def evaluate_artifact(path: Path, source: LabeledSource, ref: Predictions, top1_ref: float,
+                      max_drop: float | None = None, threads: int | None = None, batch_size: int = 64,
+                      progress: bool = True, runner_options: dict[str, Any] | None = None, name: str | None = None,
+                      precision: str | None = None, latency_input: np.ndarray | None = None,
+                      latency_iters: int = 20) -> Evaluation:
+    """The one evaluation of an artifact, for `validate`, `run` and the Python API: top-1/top-5, drop and parity
+    vs the reference predictions ``ref`` on the same images, the budget (``max_drop``; None: budget_for its
+    precision), an INT8 file judged by its target's numerics with its twin (score_twin), and, given
+    ``latency_input``, the median latency of the runtime's own kernels."""
+    from sa_deploy.backends import open_runner
+
+    base = dict(runner_options or {})
+    plan = int8_plan(path)
+    options = {**base, **(plan.judged_options if plan else {})}
+    latency = None
+    with open_runner(path, threads, **options) as runner:
+        pred = predict(runner, source, batch_size, name or path.name, progress)
+        kernels, judged_by = runner.int8_path(), runner.name
+        if latency_input is not None and options == base:
+            latency = float(np.median(runner.latency_ms(latency_input, warmup=1, iters=latency_iters)))
+    if latency_input is not None and options != base:  # judged by the Q/DQ emulation: time the real kernels
+        with open_runner(path, threads, **base) as runner:
+            latency = float(np.median(runner.latency_ms(latency_input, warmup=1, iters=latency_iters)))
+    if pred.logits.shape[1:] != ref.logits.shape[1:]:
+        raise SADeployError(f"{path.name} gives outputs of shape {pred.logits.shape[1:]}, the reference "
+                            f"{ref.logits.shape[1:]} (an artifact of another model?)")
+    res = score(name or path.name, precision or artifact_precision(path), pred, ref, top1_ref, max_drop)
+    res.details["runner"] = judged_by
+    if plan is not None:
+        score_twin(res, plan, kernels, source, ref, top1_ref, threads, batch_size, progress)
+    elif kernels is not None:  # runs int8 without a twin (CoreML W8A8 in the reference executor: float emulation)
+        res.details["int8"] = {"judged_by": "kernels", "path": kernels.to_dict()}
+    return Evaluation(res, latency, judged_by)
 
 
 def score_twin(res: AccuracyResult, plan: Int8Plan, judged_path, source: LabeledSource, ref: Predictions,

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sa_deploy.util.hashing import file_sha256
+from sa_deploy.backends.manager import Int8Plan
 from sa_deploy.util.int8_kernels import INT16_PAIRS
 
 # top-1 differences up to this many points (or 3 images) between kernels and emulation are noise: near-tie images
@@ -19,69 +19,12 @@ NOISE_POINTS = 0.3
 NOISE_IMAGES = 3
 
 
-@dataclass(frozen=True)
-class Int8Plan:
-    """How to score one INT8 artifact: ``judged`` runner options, and the ``twin`` (file, options) or None."""
-
-    judged_options: dict[str, Any]
-    judged_by: str  # "kernels" | "emulation"
-    twin: tuple[Path, dict[str, Any]] | None
-    flavour: str | None
-    weight_bits: int | None
-
-
-def _onnx_meta(path: Path) -> dict[str, str]:
-    import onnx
-
-    from sa_deploy.exporters.metadata import read_onnx_metadata
-
-    return read_onnx_metadata(onnx.load(str(path), load_external_data=False))
-
-
-def _ir_source_onnx(ir: Path, meta: dict[str, str]) -> Path | None:
-    """The Q/DQ ONNX file an IR was converted from, found beside it by the SHA-256 its rt_info records."""
-    sha = meta.get("source_onnx_sha256")
-    if not sha:
-        return None
-    candidates = [ir.with_suffix(".onnx")] + sorted(ir.parent.glob("*.onnx"))
-    return next((c for c in candidates if c.is_file() and file_sha256(c) == sha), None)
-
-
-def is_qdq_onnx(path: Path, meta: dict[str, str] | None = None) -> bool:
-    import onnx
-
-    if meta is not None and meta.get("precision") == "int8":
-        return True
-    model = onnx.load(str(path), load_external_data=False)
-    return any(n.op_type == "DequantizeLinear" for n in model.graph.node)
-
-
 def int8_plan(path: str | Path) -> Int8Plan | None:
-    """How to judge ``path`` if it runs int8 (an INT8 Q/DQ ONNX file or an INT8 OpenVINO IR), else None."""
-    p = Path(path)
-    if p.suffix == ".onnx":
-        meta = _onnx_meta(p)
-        if not is_qdq_onnx(p, meta):
-            return None
-        flavour, bits = meta.get("int8_flavour"), _int(meta.get("int8_weight_bits"))
-        emulate, kernels = {"qdq_emulation": True}, {}
-        if flavour == "tensorrt":  # TensorRT accumulates in int32: judged by the emulation, never by these kernels
-            return Int8Plan(emulate, "emulation", (p, kernels), flavour, bits)
-        return Int8Plan(kernels, "kernels", (p, emulate), flavour, bits)
-    if p.suffix == ".xml":
-        from sa_deploy.backends.openvino.inspect import read_ir_metadata
+    """How to judge ``path`` if it runs int8, as its backend says (BackendManager.int8_plan), else None."""
+    from sa_deploy.backends import find_backend
 
-        meta = read_ir_metadata(p)
-        if meta.get("precision") != "int8":
-            return None
-        source = _ir_source_onnx(p, meta)
-        return Int8Plan({}, "kernels", (source, {"qdq_emulation": True}) if source else None,
-                        meta.get("int8_flavour"), _int(meta.get("int8_weight_bits")))
-    return None
-
-
-def _int(text: str | None) -> int | None:
-    return int(text) if text and text.isdigit() else None
+    backend = find_backend(path)
+    return backend.int8_plan(Path(path)) if backend is not None else None
 
 
 @dataclass

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import re
 
-from sa_deploy.util.optional import missing
+from sa_deploy.backends.coreml.manager import CoreMLManager
+from sa_deploy.backends.registry import register_backend
 
 # What coremltools logs on its "coremltools" logger as it is imported, and sa-deploy handles itself:
 # - off macOS its native runtime (libcoremlpython) is absent, once per proxy class: sa-deploy runs mlprograms in its
@@ -44,5 +45,8 @@ def quiet_coremltools() -> None:
 quiet_coremltools()
 
 
+MANAGER = register_backend(CoreMLManager())
+
+
 def is_available() -> str | None:
-    return missing("coremltools", "coreml")
+    return MANAGER.is_available()

@@ -1,6 +1,9 @@
 """onnxruntime: runs every ONNX artifact (FP32, FP16, both INT8 flavours); a core dependency."""
-from sa_deploy.util.optional import missing
+from sa_deploy.backends.ort.manager import OnnxRuntimeManager
+from sa_deploy.backends.registry import register_backend
+
+MANAGER = register_backend(OnnxRuntimeManager())
 
 
 def is_available() -> str | None:
-    return missing("onnxruntime", "dev")
+    return MANAGER.is_available()

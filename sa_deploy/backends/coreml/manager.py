@@ -1,0 +1,43 @@
+"""The CoreML backend: .mlpackage ML programs (Core ML on macOS, the numpy reference MIL executor elsewhere)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sa_deploy.backends.manager import BackendManager
+from sa_deploy.util.optional import missing
+
+PREFIX = "sa_deploy."
+
+
+class CoreMLManager(BackendManager):
+    name = "coreml"
+    suffixes = (".mlpackage",)
+    runner_path = "sa_deploy.backends.coreml.runner:CoreMLRunner"
+
+    def is_available(self) -> str | None:
+        return missing("coremltools", "coreml")
+
+    def owns(self, path: Path) -> bool:  # a package under another name is still a package
+        return path.suffix in self.suffixes or (path.is_dir() and (path / "Manifest.json").is_file())
+
+    def metadata(self, path: Path) -> dict[str, str]:
+        from sa_deploy.backends.coreml.mil_reader import read_mlpackage
+
+        meta = read_mlpackage(path).metadata
+        return {k[len(PREFIX):]: v for k, v in meta.items() if k.startswith(PREFIX)}
+
+    def check(self, path: Path, input_size: int | None = None, num_classes: int | None = None) -> None:
+        from sa_deploy.backends.coreml.mil_reader import check_mlpackage
+
+        check_mlpackage(path)
+
+    def owned_output(self, path: Path) -> bool:
+        from sa_deploy.backends.coreml.export import is_sa_deploy_mlpackage
+
+        return is_sa_deploy_mlpackage(path)
+
+    def inspect(self, path: Path) -> Any:
+        from sa_deploy.backends.coreml.inspect import inspect_mlpackage
+
+        return inspect_mlpackage(path)

@@ -1,0 +1,65 @@
+"""The onnxruntime backend: every ONNX artifact (FP32, FP16, both INT8 flavours, files sa-deploy did not write)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sa_deploy.backends.manager import BackendManager, Int8Plan
+from sa_deploy.util.optional import missing
+
+
+class OnnxRuntimeManager(BackendManager):
+    name = "onnxruntime"
+    suffixes = (".onnx",)
+    runner_path = "sa_deploy.backends.ort.runner:OnnxRuntimeRunner"
+
+    def is_available(self) -> str | None:
+        return missing("onnxruntime", "dev")
+
+    def metadata(self, path: Path) -> dict[str, str]:
+        import onnx
+
+        from sa_deploy.exporters.metadata import read_onnx_metadata
+
+        return read_onnx_metadata(onnx.load(str(path), load_external_data=False))
+
+    def check(self, path: Path, input_size: int | None = None, num_classes: int | None = None) -> None:
+        """``load_onnx`` passes, one (N, 3, S, S) image input of the data's size, ``num_classes`` logits when the
+        output size is fixed."""
+        from sa_deploy.exporters.inspect import OnnxFileError, image_input, load_onnx
+
+        model = load_onnx(path)
+        image_input(model, path.name, input_size)
+        dims = model.graph.output[0].type.tensor_type.shape.dim
+        fixed = dims[-1].dim_value if len(dims) == 2 and dims[-1].HasField("dim_value") else None
+        if num_classes is not None and fixed is not None and fixed != num_classes:
+            raise OnnxFileError(f"{path.name} outputs {fixed} classes, the model has {num_classes} (an artifact of "
+                                "another model?)")
+
+    def owned_output(self, path: Path) -> bool:
+        from sa_deploy.exporters.metadata import is_sa_deploy_onnx
+
+        return is_sa_deploy_onnx(path)
+
+    def inspect(self, path: Path) -> Any:
+        from sa_deploy.exporters.inspect import inspect_onnx
+
+        return inspect_onnx(path)
+
+    def int8_plan(self, path: Path) -> Int8Plan | None:
+        """A Q/DQ file: the tensorrt flavour is judged by the float Q/DQ emulation (int32, TensorRT's numerics) with
+        this CPU's kernels as its twin; any other Q/DQ file by this CPU's kernels, with the emulation as twin."""
+        import onnx
+
+        from sa_deploy.exporters.metadata import read_onnx_metadata
+
+        model = onnx.load(str(path), load_external_data=False)
+        meta = read_onnx_metadata(model)
+        if meta.get("precision") != "int8" and not any(n.op_type == "DequantizeLinear" for n in model.graph.node):
+            return None
+        flavour, bits = meta.get("int8_flavour"), meta.get("int8_weight_bits")
+        bits = int(bits) if bits and bits.isdigit() else None
+        emulate: dict[str, Any] = {"qdq_emulation": True}
+        if flavour == "tensorrt":
+            return Int8Plan(emulate, "emulation", (path, {}), flavour, bits)
+        return Int8Plan({}, "kernels", (path, emulate), flavour, bits)

@@ -1,0 +1,49 @@
+"""The TensorRT backend: engines (.engine / .plan) with the sidecar (ENGINE.json) that is their build->run contract."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sa_deploy.backends.manager import BackendManager
+from sa_deploy.errors import SADeployError
+
+
+class TensorRTManager(BackendManager):
+    name = "tensorrt"
+    suffixes = (".engine", ".plan")
+    runner_path = "sa_deploy.backends.trt.runner:TensorRTRunner"
+
+    def is_available(self) -> str | None:
+        from sa_deploy.backends.trt.env import cuda_gpu, import_tensorrt
+
+        try:
+            import_tensorrt()
+            cuda_gpu()
+        except SADeployError as exc:
+            return str(exc)
+        return None
+
+    def owns(self, path: Path) -> bool:  # an engine's sidecar stands for its engine
+        return path.suffix in self.suffixes or path.name.endswith((".engine.json", ".plan.json"))
+
+    def files_of(self, path: Path) -> list[Path]:
+        from sa_deploy.backends.trt.sidecar import sidecar_path
+
+        sidecar = sidecar_path(path)
+        return [path] + ([sidecar] if sidecar.is_file() else [])
+
+    def metadata(self, path: Path) -> dict[str, str]:
+        from sa_deploy.backends.trt.sidecar import read_sidecar
+
+        sidecar = read_sidecar(path)
+        return {**{k: str(v) for k, v in sidecar.deploy_config.items()}, "precision": sidecar.precision}
+
+    def owned_output(self, path: Path) -> bool:
+        from sa_deploy.backends.trt.sidecar import owned_engine
+
+        return owned_engine(path)
+
+    def inspect(self, path: Path) -> Any:
+        from sa_deploy.backends.trt.inspect import inspect_engine
+
+        return inspect_engine(path)
