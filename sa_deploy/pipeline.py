@@ -16,7 +16,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from sa_deploy import __version__, api
-from sa_deploy.backends import TorchRunner, unavailable_reason
+from sa_deploy.backends import TorchRunner
+from sa_deploy.backends.manager import BuildContext, SkipArtifact
 from sa_deploy.errors import BudgetExceededError, SADeployError
 from sa_deploy.models import create_model
 from sa_deploy.plan import RunPlan, resolve_data
@@ -79,6 +80,8 @@ class Stages:
             yield rec
         except BudgetExceededError as exc:  # a gate (e.g. export parity) failed this stage's artifact: go on
             rec["status"], rec["reason"] = "failed", str(exc)
+        except SkipArtifact as exc:  # this machine cannot make it (e.g. no bf16): not a failure
+            rec["status"], rec["reason"] = "skipped", str(exc)
         except SADeployError:
             rec["status"] = "failed"
             raise
@@ -183,41 +186,11 @@ def _run_stages(plan: RunPlan, model, val, calib, data, data_source: str, out: P
     found (data.resolve.LabeledData)."""
     deploy = model.deploy_config
     cfg = deploy.preprocess
-    for lowering in plan.lowerings:
-        art = Artifact(f"onnx-{lowering}-fp32", "onnx", "fp32", out / api.artifact_name(deploy.name, lowering,
-                                                                                          suffix=".onnx"), lowering)
-        with stages.stage(f"export ONNX ({lowering}) + onnxsim") as rec:
-            res = api.export(model, out, lowering=lowering, parity=True)
-            art.extra["nodes"] = res.export.nodes
-            art.extra["export_parity"] = [s.to_dict() for s in res.parity]
-        _mark(art, rec)
-        artifacts.append(art)
-    base = next((a for a in artifacts if a.status == "ok"), None)
+    _build_artifacts(plan, model, calib, out, stages, artifacts)
+    base = next((a for a in artifacts if a.format == "onnx" and a.precision == "fp32" and a.status == "ok"), None)
     if base is None:
         raise SADeployError("no ONNX export succeeded; see the stage notes above")
-
-    if plan.fp16:
-        art = Artifact("onnx-fp16", "onnx", "fp16", api.derived_path(base.path, "fp16"), base.lowering)
-        with stages.stage("FP16 ONNX") as rec:
-            api.fp16(base.path, art.path)
-        artifacts.append(_mark(art, rec))
-
-    for flavour in plan.int8_flavours:
-        art = Artifact(f"onnx-int8-{flavour}", "onnx", "int8",
-                       api.derived_path(base.path, "int8", flavour, plan.int8_method), base.lowering,
-                       f"int8 {flavour}")
-        with stages.stage(f"INT8 Q/DQ ({flavour}, {plan.int8_method}, {len(calib)} calibration images)") as rec:
-            q = api.quantize(base.path, calib, art.path, method=plan.int8_method, flavour=flavour,
-                             cache_dir=out / "calib_cache", weight_bits=plan.int8_weight_bits)
-            art.extra["quantize"] = {k: v for k, v in _as_dict(q).items() if k != "path"}
-            art.variant = f"int8 {flavour}, {q.weight_bits}-bit weights" + (
-                f", SA gate {q.sa_gate}" if q.has_sa_gate else "")
-        artifacts.append(_mark(art, rec))
-
-    _coreml_stage(plan, model, calib, out, stages, artifacts)
-    _openvino_stage(plan, artifacts, stages, calib)
-    _tensorrt_stage(plan, artifacts, stages)
-    _registered_runtime_stages(plan, deploy.name, artifacts, stages)
+    _tensorrt_lint_stage(artifacts, stages)
 
     report_sensitivity: list[dict] = []
     int8_trt = next((a for a in artifacts if a.name == "onnx-int8-tensorrt" and a.status == "ok"), None)
@@ -299,12 +272,6 @@ def _mark(art: Artifact, rec: dict) -> Artifact:
     return art
 
 
-def _as_dict(obj: Any) -> dict:
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(obj).items()}
-
-
 def _apply_budget(plan: RunPlan, artifacts: list[Artifact]) -> bool:
     """The accuracy-drop budgets (INT8, FP16) and parity within each precision's tolerance (validate.parity) decide
     the verdict; offenders are marked."""
@@ -323,26 +290,6 @@ def _apply_budget(plan: RunPlan, artifacts: list[Artifact]) -> bool:
     return ok
 
 
-def _coreml_stage(plan: RunPlan, model, calib, out: Path, stages: Stages, artifacts: list[Artifact]) -> None:
-    if _skipped(stages, "CoreML mlprogram", plan.coreml, "coreml"):
-        return
-    for precision in plan.coreml_precisions:
-        art = Artifact(f"coreml-{precision}", "coreml", precision, None, "fold", precision)
-        with stages.stage(f"CoreML mlprogram ({precision})") as rec:
-            res = api.export_coreml(model, out, precision=precision, lowering="fold", parity=False,
-                                    calib=calib if precision == "w8a8" else None)
-            art.path = Path(res.export.path)
-        artifacts.append(_mark(art, rec))
-
-
-def _skipped(stages: Stages, name: str, enabled: bool, backend: str) -> bool:
-    """Records stage ``name`` as skipped (disabled in the plan, or the backend is not usable here, with why)."""
-    reason = "disabled in the plan" if not enabled else unavailable_reason(backend)
-    if reason:
-        stages.skip(name, reason)
-    return bool(reason)
-
-
 def _gateless_cpu_qdq(artifacts: list[Artifact]) -> Artifact | None:
     """The cpu-flavour Q/DQ artifact, written, when its model has no SA gate (nothing to keep float for OpenVINO)."""
     cpu_qdq = next((a for a in artifacts if a.name == "onnx-int8-cpu" and a.status == "ok"), None)
@@ -351,87 +298,60 @@ def _gateless_cpu_qdq(artifacts: list[Artifact]) -> Artifact | None:
     return cpu_qdq
 
 
-def _openvino_int8_source(fp32: Path, plan: RunPlan) -> Path:
-    """The Q/DQ file the OpenVINO INT8 IR is converted from (an intermediate: it is not scored on onnxruntime)."""
-    return api.derived_path(fp32, "int8", "cpu", plan.int8_method, "floatgate")
+def _build_artifacts(plan: RunPlan, model, calib, out: Path, stages: Stages, artifacts: list[Artifact]) -> None:
+    """One loop over the run's typed artifact list (RunPlan.artifacts): each artifact is built by its runtime's
+    manager (BackendManager.build) from the file of the artifact it comes from, or from the model. A runtime the
+    plan turns off, or that this machine cannot run, is one skipped stage with the reason; an artifact whose source
+    failed fails with that reason; an intermediate (``evaluate=False``) is built but not scored."""
+    from sa_deploy.backends import get_backend
+    from sa_deploy.rewrite.lowering import count_sa_layers
 
-
-def _openvino_stage(plan: RunPlan, artifacts: list[Artifact], stages: Stages, calib) -> None:
-    """IRs from the ONNX artifacts (the Q/DQ ONNX is the INT8 contract); the FP32 IR also runs with the bf16 hint
-    where the CPU has bf16 (same file, another runner precision).
-
-    The INT8 IR comes from a cpu-flavour Q/DQ file with the SA gate kept float: the per-target gate precision.
-    onnxruntime is faster with the gate quantized (QLinear kernels), OpenVINO with it float (its Q/DQ gate runs as
-    u8 Subgraphs as long as all the INT8 convs); SA-ResNet-50, one interleaved run: OpenVINO INT8 0.35x / 0.39x of
-    onnxruntime FP32 fold with a float gate vs 0.43x / 0.44x quantized (benchmarks/openvino_r50/RESULTS.md). The
-    Q/DQ file records its gate precision in its metadata (``sa_deploy.sa_gate``), and the IR inherits it. A model
-    without an SA gate (SE-, CBAM-, ECA-, GC-ResNet) has nothing to keep float: its IR comes from the cpu Q/DQ file."""
-    if _skipped(stages, "OpenVINO IR", plan.openvino, "openvino"):
-        return
-    sources = {"fp32": next((a for a in artifacts if a.format == "onnx" and a.precision == "fp32"
-                             and a.status == "ok"), None),
-               "int8": None}
-    fp32 = sources["fp32"]
-    cpu_qdq = _gateless_cpu_qdq(artifacts)
-    if cpu_qdq is not None:
-        sources["int8"] = cpu_qdq  # no SA gate to keep float: the cpu Q/DQ file is already OpenVINO's contract
-    elif fp32 is not None and "cpu" in plan.int8_flavours:
-        qdq = Artifact("onnx-int8-cpu-float-gate", "onnx", "int8", _openvino_int8_source(fp32.path, plan),
-                       fp32.lowering, "int8 cpu, SA gate float")
-        with stages.stage("INT8 Q/DQ for OpenVINO (cpu flavour, SA gate float)") as rec:
-            q = api.quantize(fp32.path, calib, qdq.path, method=plan.int8_method, flavour="cpu",
-                             cache_dir=Path(plan.out) / "calib_cache", keep_sa_gate_float=True,
-                             weight_bits=plan.int8_weight_bits)
-            qdq.variant = f"int8 cpu, {q.weight_bits}-bit weights, SA gate float"
-        sources["int8"] = qdq if _mark(qdq, rec).status == "ok" else None
-    for precision, src_key, fp16_weights in (("fp32", "fp32", False), ("fp16", "fp32", True), ("int8", "int8", False)):
-        src = sources[src_key]
-        if src is None:
+    for name in plan.disabled_runtimes():
+        stages.skip(get_backend(name).stage_group or name, "disabled in the plan")
+    context = BuildContext(model, calib, out / "calib_cache", calib_num=min(256, len(calib)))
+    built: dict[str, Artifact] = {}
+    unavailable: dict[str, str | None] = {}
+    for spec in plan.artifacts(model.deploy_config.name, has_sa_gate=bool(count_sa_layers(model))):
+        backend = get_backend(spec.backend)
+        if spec.backend not in unavailable:
+            unavailable[spec.backend] = backend.is_available()
+            if unavailable[spec.backend]:
+                stages.skip(backend.stage_group or backend.name, unavailable[spec.backend])
+        if unavailable[spec.backend]:
             continue
-        art = Artifact(f"openvino-{precision}", "openvino", precision, None, src.lowering,
-                       f"{src.variant or precision}" if precision == "int8" else f"{precision} weights, f32 hint")
-        with stages.stage(f"OpenVINO IR ({precision})") as rec:
-            res = api.export_openvino(src.path, fp16_weights=fp16_weights, parity=False)
-            art.path = res.export.path
-        artifacts.append(_mark(art, rec))
-    fp32_ir = next((a for a in artifacts if a.name == "openvino-fp32" and a.status == "ok"), None)
-    if fp32_ir is None or not plan.openvino_bf16:
-        return
-    from sa_deploy.backends.openvino.device import cpu_has_bf16
-
-    if not cpu_has_bf16():
-        stages.skip("OpenVINO bf16 hint", "this CPU reports no bf16")
-        return
-    artifacts.append(Artifact("openvino-bf16", "openvino", "bf16", fp32_ir.path, fp32_ir.lowering,
-                              "fp32 IR, bf16 hint", runner_options={"precision_hint": "bf16"}))
-
-
-def _registered_runtime_stages(plan: RunPlan, model_name: str, artifacts: list[Artifact], stages: Stages) -> None:
-    """Artifacts of the runtimes registered beside the built-in ones (a plugin, a test): planned by their managers
-    from the run's artifact specs (RunPlan.artifacts), built by them, then evaluated and reported like every row."""
-    from sa_deploy.backends import BACKENDS
-
-    built = {a.name: a for a in artifacts if a.status == "ok"}
-    upstream = plan.artifacts(model_name, upstream_only=True)
-    for manager in list(BACKENDS.values()):
-        for spec in manager.plan_artifacts(plan, list(upstream)):
-            upstream.append(spec)
-            if _skipped(stages, f"{manager.name} ({spec.name})", True, manager.name):
-                continue
-            art = Artifact(spec.name, spec.format, spec.precision, spec.path, spec.lowering, spec.variant,
-                           runner_options=dict(spec.runner_options))
-            with stages.stage(f"{manager.name}: {spec.name}") as rec:
-                source = built.get(spec.source) if spec.source else None
-                if spec.source and source is None:
-                    raise SADeployError(f"{spec.name} is built from {spec.source}, which this run did not make")
-                manager.build(spec, source.path if source else None)
-            if _mark(art, rec).status == "ok":
-                built[spec.name] = art
-            if spec.evaluate:
-                artifacts.append(art)
+        source = built.get(spec.source) if spec.source else None
+        art = Artifact(spec.name, spec.format, spec.precision, spec.path, spec.lowering,
+                       spec.variant or (source.variant if source else None),  # e.g. an IR says what its Q/DQ was
+                       runner_options=dict(spec.runner_options))
+        with stages.stage(spec.stage or f"{backend.name}: {spec.name}") as rec:
+            if spec.source and (source is None or source.status != "ok"):
+                raise BudgetExceededError(f"not built: {spec.source}, which it is made from, failed")
+            extra = backend.build(spec, source.path if source else None, context) or {}
+            art.variant = extra.pop("variant", art.variant)
+            art.extra.update(extra)
+            if spec.options.get("parity"):  # an export of the model: checked against PyTorch before it counts
+                _export_parity(model, art)
+        if rec["status"] == "skipped":
+            continue
+        _mark(art, rec)
+        built[spec.name] = art
+        if spec.evaluate:
+            artifacts.append(art)
 
 
-def _tensorrt_stage(plan: RunPlan, artifacts: list[Artifact], stages: Stages) -> None:
+def _export_parity(model, art: Artifact) -> None:
+    """Parity of a fresh export vs PyTorch at batch 1 and 3 (ParityError, and the file removed, when it fails)."""
+    stats = api.onnx_parity(model, art.path, model.deploy_config.preprocess.input_size)
+    art.extra["export_parity"] = [s.to_dict() for s in stats]
+    try:
+        api.require_parity(stats, art.path)
+    except BudgetExceededError:
+        art.path.unlink(missing_ok=True)  # this run just wrote it: a file that fails parity is not left behind
+        raise
+
+
+def _tensorrt_lint_stage(artifacts: list[Artifact], stages: Stages) -> None:
+    """The offline TensorRT lint of every ONNX artifact (no TensorRT needed)."""
     onnx_arts = [a for a in artifacts if a.format == "onnx" and a.status == "ok"]
     with stages.stage("TensorRT offline lint") as rec:
         results = {}
@@ -442,13 +362,3 @@ def _tensorrt_stage(plan: RunPlan, artifacts: list[Artifact], stages: Stages) ->
         failing = [n for n, ok in results.items() if not ok and "int8-cpu" not in n]
         rec["reason"] = (f"{sum(results.values())}/{len(results)} pass (the cpu INT8 flavour uses uint8 "
                          "activations, which TensorRT does not take)" + (f"; FAIL: {failing}" if failing else ""))
-    if _skipped(stages, "TensorRT engines", plan.tensorrt, "tensorrt"):
-        return
-    for src_name, precision in (("onnx-fp16", "fp16"), ("onnx-int8-tensorrt", "int8")):
-        src = next((a for a in onnx_arts if a.name == src_name), None)
-        if src is None:
-            continue
-        art = Artifact(f"tensorrt-{precision}", "tensorrt", precision, src.path.with_suffix(".engine"), src.lowering)
-        with stages.stage(f"TensorRT engine ({precision})") as rec:
-            api.build_engine(src.path, art.path, precision=precision)
-        artifacts.append(_mark(art, rec))

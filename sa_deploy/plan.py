@@ -30,7 +30,7 @@ class RunPlan:
     int8_flavours: list[str] = field(default_factory=lambda: ["tensorrt", "cpu"])
     int8_method: str = "entropy"
     # None: each flavour's default (cpu 7: overflow-safe on x86 without VNNI; tensorrt 8); 8 for cpu only where every
-    # deployment CPU has VNNI/AMX or is Arm (calibration/overflow.py, util/int8_kernels.py)
+    # deployment CPU has VNNI/AMX or is Arm (backends/cpu_lint.py, util/int8_kernels.py)
     int8_weight_bits: int | None = None
     calib_num: int = 512
     val_num: int | None = None  # None: every validation image
@@ -58,63 +58,81 @@ class RunPlan:
         return {"fp32": self.fp16_max_drop, "fp16": self.fp16_max_drop, "bf16": self.bf16_max_drop,
                 "int8": self.int8_max_drop}
 
-    def artifacts(self, model_name: str | None = None, upstream_only: bool = False) -> list[ArtifactSpec]:
+    def artifacts(self, model_name: str | None = None, has_sa_gate: bool = True,
+                  upstream_only: bool = False) -> list[ArtifactSpec]:
         """Every artifact the run plans, derived once (typed ``ArtifactSpec``s, in build order): the ONNX family
-        from the first lowering's export (FP16, INT8 per flavour), CoreML from the model, OpenVINO IRs (with the
-        cpu Q/DQ file whose SA gate stays float, an intermediate), TensorRT engines; then what every other
-        registered runtime plans from those (``BackendManager.plan_artifacts``). ``planned_outputs``,
-        ``progress_note``, the build and the report read this list."""
+        from the first lowering's export (FP16, INT8 per flavour), CoreML from the model, OpenVINO IRs (the INT8
+        one from a cpu Q/DQ file whose SA gate stays float, an intermediate, unless the model has no SA gate),
+        TensorRT engines; then what every other registered runtime plans from those
+        (``BackendManager.plan_artifacts``). The planned outputs, the progress note, the build loop, the
+        evaluation and the report all read this list."""
         from sa_deploy.backends import BACKENDS
 
         name, out = model_name or self.model, Path(self.out)
         specs: list[ArtifactSpec] = []
         for lowering in self.lowerings:
             specs.append(ArtifactSpec(f"onnx-{lowering}-fp32", "onnxruntime", "onnx", "fp32",
-                                      out / artifact_name(name, lowering, suffix=".onnx"), lowering))
+                                      out / artifact_name(name, lowering, suffix=".onnx"), lowering,
+                                      options={"parity": True}, stage=f"export ONNX ({lowering}) + onnxsim"))
         base = specs[0]
         if self.fp16:
             specs.append(ArtifactSpec("onnx-fp16", "onnxruntime", "onnx", "fp16", derived_path(base.path, "fp16"),
-                                      base.lowering, source=base.name))
+                                      base.lowering, source=base.name, stage="FP16 ONNX"))
         for flavour in self.int8_flavours:
             specs.append(ArtifactSpec(f"onnx-int8-{flavour}", "onnxruntime", "onnx", "int8",
                                       derived_path(base.path, "int8", flavour, self.int8_method), base.lowering,
                                       f"int8 {flavour}", base.name,
                                       options={"flavour": flavour, "method": self.int8_method,
-                                               "weight_bits": self.int8_weight_bits}))
+                                               "weight_bits": self.int8_weight_bits},
+                                      stage=f"INT8 Q/DQ ({flavour}, {self.int8_method}, {self.calib_num} "
+                                            "calibration images)"))
         if self.coreml:
             specs += [ArtifactSpec(f"coreml-{p}", "coreml", "coreml", p,
-                                   out / artifact_name(name, "fold", p, suffix=".mlpackage"), "fold", p)
-                      for p in self.coreml_precisions]
+                                   out / artifact_name(name, "fold", p, suffix=".mlpackage"), "fold", p,
+                                   stage=f"CoreML mlprogram ({p})") for p in self.coreml_precisions]
         if self.openvino:
             specs += [ArtifactSpec("openvino-fp32", "openvino", "openvino", "fp32", derived_path(base.path, "fp32",
-                                   suffix=".xml"), base.lowering, "fp32 weights, f32 hint", base.name),
+                                   suffix=".xml"), base.lowering, "fp32 weights, f32 hint", base.name,
+                                   stage="OpenVINO IR (fp32)"),
                       ArtifactSpec("openvino-fp16", "openvino", "openvino", "fp16", derived_path(base.path, "fp16",
                                    suffix=".xml"), base.lowering, "fp16 weights, f32 hint", base.name,
-                                   options={"fp16_weights": True})]
+                                   options={"fp16_weights": True}, stage="OpenVINO IR (fp16)")]
             if "cpu" in self.int8_flavours:
-                qdq = ArtifactSpec("onnx-int8-cpu-float-gate", "onnxruntime", "onnx", "int8",
-                                   derived_path(base.path, "int8", "cpu", self.int8_method, "floatgate"),
-                                   base.lowering, "int8 cpu, SA gate float", base.name, evaluate=False,
-                                   options={"flavour": "cpu", "method": self.int8_method, "keep_sa_gate_float": True,
-                                            "weight_bits": self.int8_weight_bits})
-                specs += [qdq, ArtifactSpec("openvino-int8", "openvino", "openvino", "int8",
-                                            qdq.path.with_suffix(".xml"), base.lowering, qdq.variant, qdq.name)]
+                # the per-target SA gate precision: OpenVINO is faster with it float (docs/openvino.md); a model
+                # without an SA gate has nothing to keep float: its IR comes from the cpu Q/DQ file itself
+                qdq = next(s for s in specs if s.name == "onnx-int8-cpu")
+                if has_sa_gate:
+                    qdq = ArtifactSpec("onnx-int8-cpu-float-gate", "onnxruntime", "onnx", "int8",
+                                       derived_path(base.path, "int8", "cpu", self.int8_method, "floatgate"),
+                                       base.lowering, "int8 cpu, SA gate float", base.name, evaluate=False,
+                                       options={**qdq.options, "keep_sa_gate_float": True},
+                                       stage="INT8 Q/DQ for OpenVINO (cpu flavour, SA gate float)")
+                    specs.append(qdq)
+                specs.append(ArtifactSpec("openvino-int8", "openvino", "openvino", "int8",
+                                          qdq.path.with_suffix(".xml"), base.lowering, None, qdq.name,  # its source's
+                                          stage="OpenVINO IR (int8)"))
             if self.openvino_bf16:
                 specs.append(ArtifactSpec("openvino-bf16", "openvino", "openvino", "bf16",
                                           derived_path(base.path, "fp32", suffix=".xml"), base.lowering,
                                           "fp32 IR, bf16 hint", "openvino-fp32",
-                                          runner_options={"precision_hint": "bf16"}))
+                                          runner_options={"precision_hint": "bf16"}, stage="OpenVINO bf16 hint"))
         if self.tensorrt:
             for src, precision in (("onnx-fp16", "fp16"), ("onnx-int8-tensorrt", "int8")):
                 source = next((s for s in specs if s.name == src), None)
                 if source is not None:
                     specs.append(ArtifactSpec(f"tensorrt-{precision}", "tensorrt", "tensorrt", precision,
-                                              source.path.with_suffix(".engine"), source.lowering, source=src))
+                                              source.path.with_suffix(".engine"), source.lowering, source=src,
+                                              stage=f"TensorRT engine ({precision})"))
         if upstream_only:
             return specs
         for manager in BACKENDS.values():  # runtimes registered beside the built-in ones plan their own
             specs += manager.plan_artifacts(self, list(specs))
         return specs
+
+    def disabled_runtimes(self) -> list[str]:
+        """The built-in runtimes this plan turns off (recorded as skipped stages)."""
+        return [n for n, on in (("coreml", self.coreml), ("openvino", self.openvino), ("tensorrt", self.tensorrt))
+                if not on]
 
     def apply(self, overrides: dict) -> "RunPlan":
         known = {f.name for f in fields(self)}

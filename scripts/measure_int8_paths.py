@@ -74,7 +74,7 @@ def main() -> None:
 
     from sa_deploy import api
     from sa_deploy.backends import OnnxRuntimeRunner, TorchRunner
-    from sa_deploy.calibration.overflow import lint_cpu_overflow
+    from sa_deploy.backends.cpu_lint import lint_cpu_overflow
     from sa_deploy.util.machine import machine_info
 
     info = machine_info()

@@ -37,10 +37,11 @@ class OrtCopyManager(BackendManager):
         return [ArtifactSpec("ortcopy-fp32", self.name, "ortcopy", "fp32", base.path.with_suffix(".ortx"),
                              base.lowering, "fp32, copied", base.name)]
 
-    def build(self, spec: ArtifactSpec, source: Path | None) -> None:
+    def build(self, spec: ArtifactSpec, source: Path | None, context) -> dict:
         tmp = spec.path.with_name(spec.path.name + ".tmp")
         shutil.copyfile(source, tmp)
         os.replace(tmp, spec.path)
+        return {}
 
 
 @pytest.fixture

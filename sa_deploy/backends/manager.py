@@ -47,6 +47,22 @@ class ArtifactSpec:
     evaluate: bool = True  # False: an intermediate (built for another artifact, not scored)
     options: dict[str, Any] = field(default_factory=dict)  # build options (flavour, method, weight bits...)
     runner_options: dict[str, Any] = field(default_factory=dict)  # e.g. OpenVINO's precision hint
+    stage: str = ""  # the run's stage title (default: "<backend>: <name>")
+
+
+@dataclass
+class BuildContext:
+    """What a run gives its builds: the model being deployed and the calibration images (read once)."""
+
+    model: Any  # the nn.Module (create_model, or a user's module with its deploy config)
+    calib: Any = None  # a data source (batches of preprocessed images), for INT8 and CoreML W8A8
+    cache_dir: Path | None = None  # the calibration range cache
+    calib_num: int = 256  # CoreML W8A8: calibration images
+
+
+class SkipArtifact(Exception):
+    """Raised by a build that cannot make its artifact on this machine (not an error): the run records the
+    stage as skipped with this reason (e.g. the bf16 hint on a CPU without bf16)."""
 
 
 class BackendManager:
@@ -118,12 +134,15 @@ class BackendManager:
         return None
 
     # --- building, for `sa-deploy run` ----------------------------------------------------------------------------
+    stage_group: str = ""  # how the run names this runtime's stages when it skips them all (e.g. "OpenVINO IR")
+
     def plan_artifacts(self, plan: Any, upstream: list[ArtifactSpec]) -> list[ArtifactSpec]:
         """The artifacts this runtime adds to a run (``plan``: the RunPlan), built from ``upstream`` ones (the
         ONNX family and what other runtimes planned before it). The built-in runtimes are planned by
         ``RunPlan.artifacts``; a runtime registered from elsewhere (a plugin, a test) plans its own here."""
         return []
 
-    def build(self, spec: ArtifactSpec, source: Path | None) -> None:
-        """Writes ``spec.path`` from the built file of ``spec.source`` (atomically: a failure leaves no file)."""
+    def build(self, spec: ArtifactSpec, source: Path | None, context: BuildContext) -> dict[str, Any]:
+        """Writes ``spec.path`` (atomically: a failure leaves no file) from the built file of ``spec.source``
+        (None: from ``context.model``); returns what the report should add to its row (e.g. a ``variant``)."""
         raise SADeployError(f"{self.name} does not build artifacts in `sa-deploy run`")

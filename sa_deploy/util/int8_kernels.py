@@ -9,7 +9,7 @@ NNCF calls its remedy the overflow fix). ARM kernels widen (``smull``/``sadalp``
 (``sdot``, ``asimddp``; ``smmla``, ``i8mm``): int32 either way. TensorRT accumulates in int32.
 
 A Q/DQ file with 7-bit weights (|w| <= 64) cannot saturate: 255 * (64 + 64) = 32,640 <= 32,767
-(calibration/overflow.py proves that per node from the file alone)."""
+(backends/cpu_lint.py proves that per node from the file alone)."""
 from __future__ import annotations
 
 import os

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sa_deploy.backends.manager import BackendManager
+from sa_deploy.backends.manager import ArtifactSpec, BackendManager, BuildContext
 from sa_deploy.util.optional import missing
 
 PREFIX = "sa_deploy."
@@ -14,6 +14,7 @@ class CoreMLManager(BackendManager):
     name = "coreml"
     suffixes = (".mlpackage",)
     runner_path = "sa_deploy.backends.coreml.runner:CoreMLRunner"
+    stage_group = "CoreML mlprogram"
 
     def is_available(self) -> str | None:
         return missing("coremltools", "coreml")
@@ -41,3 +42,19 @@ class CoreMLManager(BackendManager):
         from sa_deploy.backends.coreml.inspect import inspect_mlpackage
 
         return inspect_mlpackage(path)
+
+    def build(self, spec: ArtifactSpec, source: Path | None, context: BuildContext) -> dict[str, Any]:
+        """An ML program from the model (its lowering), at the spec's precision; W8A8 calibrates on the run's
+        calibration images."""
+        from sa_deploy.backends.coreml.export import export_coreml
+
+        batches = None
+        if spec.precision == "w8a8":
+            batches, seen = [], 0
+            for x, _ in context.calib.batches(32):
+                batches.append(x)
+                seen += len(x)
+                if seen >= context.calib_num:
+                    break
+        export_coreml(context.model, spec.path, spec.lowering or "fold", spec.precision, batches)
+        return {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sa_deploy.backends.manager import BackendManager, Int8Plan
+from sa_deploy.backends.manager import ArtifactSpec, BackendManager, BuildContext, Int8Plan, SkipArtifact
 from sa_deploy.util.hashing import file_sha256
 from sa_deploy.util.optional import missing
 
@@ -14,6 +14,7 @@ class OpenVINOManager(BackendManager):
     suffixes = (".xml",)
     companion_suffixes = (".bin",)
     runner_path = "sa_deploy.backends.openvino.runner:OpenVINORunner"
+    stage_group = "OpenVINO IR"
 
     def is_available(self) -> str | None:
         return missing("openvino", "openvino")
@@ -50,3 +51,27 @@ class OpenVINOManager(BackendManager):
         bits = meta.get("int8_weight_bits")
         return Int8Plan({}, "kernels", (source, {"qdq_emulation": True}) if source else None,
                         meta.get("int8_flavour"), int(bits) if bits and bits.isdigit() else None)
+
+    def build(self, spec: ArtifactSpec, source: Path | None, context: BuildContext) -> dict[str, Any]:
+        """An IR from an ONNX artifact (FP32, FP16-compressed weights, INT8 from a Q/DQ file); a row that runs an
+        existing IR with another precision hint (bf16) builds nothing and is skipped where the CPU lacks it."""
+        if spec.runner_options.get("precision_hint") == "bf16":
+            from sa_deploy.backends.openvino.device import cpu_has_bf16
+
+            if not cpu_has_bf16():
+                raise SkipArtifact("this CPU reports no bf16")
+            return {}
+        from sa_deploy.backends.openvino.export import convert_onnx
+        from sa_deploy.exporters.metadata import preprocess_from_metadata
+
+        cfg = preprocess_from_metadata(self._onnx_metadata(source), source.name)
+        convert_onnx(source, spec.path, bool(spec.options.get("fp16_weights")), cfg)
+        return {}
+
+    @staticmethod
+    def _onnx_metadata(path: Path) -> dict[str, str]:
+        import onnx
+
+        from sa_deploy.exporters.metadata import read_onnx_metadata
+
+        return read_onnx_metadata(onnx.load(str(path), load_external_data=False))

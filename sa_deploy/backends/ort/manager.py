@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sa_deploy.backends.manager import BackendManager, Int8Plan
+from sa_deploy.backends.manager import ArtifactSpec, BackendManager, BuildContext, Int8Plan
 from sa_deploy.util.optional import missing
 
 
@@ -12,6 +12,7 @@ class OnnxRuntimeManager(BackendManager):
     name = "onnxruntime"
     suffixes = (".onnx",)
     runner_path = "sa_deploy.backends.ort.runner:OnnxRuntimeRunner"
+    stage_group = "ONNX"
 
     def is_available(self) -> str | None:
         return missing("onnxruntime", "dev")
@@ -63,3 +64,27 @@ class OnnxRuntimeManager(BackendManager):
         if flavour == "tensorrt":
             return Int8Plan(emulate, "emulation", (path, {}), flavour, bits)
         return Int8Plan({}, "kernels", (path, emulate), flavour, bits)
+
+    def build(self, spec: ArtifactSpec, source: Path | None, context: BuildContext) -> dict[str, Any]:
+        """The ONNX family: an export of the model (a lowering), or FP16 / INT8 Q/DQ from the FP32 export."""
+        from sa_deploy.exporters.checks import check_finite_weights
+
+        if source is None:
+            from sa_deploy.exporters.onnx import export_onnx
+
+            return {"nodes": export_onnx(context.model, spec.path, spec.lowering or "fold").nodes}
+        check_finite_weights(source)
+        if spec.precision == "fp16":
+            from sa_deploy.exporters.fp16 import convert_fp16
+
+            convert_fp16(source, spec.path)
+            return {}
+        from sa_deploy.calibration.int8 import quantize_int8
+
+        o = spec.options
+        q = quantize_int8(source, spec.path, context.calib, o["method"], o["flavour"],
+                          cache_dir=context.cache_dir, keep_sa_gate_float=o.get("keep_sa_gate_float"),
+                          weight_bits=o.get("weight_bits"))
+        variant = f"int8 {q.flavour}, {q.weight_bits}-bit weights" + (f", SA gate {q.sa_gate}" if q.has_sa_gate
+                                                                       else "")
+        return {"variant": variant, "quantize": {k: v for k, v in q.to_dict().items() if k != "path"}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sa_deploy.backends.manager import BackendManager
+from sa_deploy.backends.manager import ArtifactSpec, BackendManager, BuildContext
 from sa_deploy.errors import SADeployError
 
 
@@ -12,6 +12,7 @@ class TensorRTManager(BackendManager):
     name = "tensorrt"
     suffixes = (".engine", ".plan")
     runner_path = "sa_deploy.backends.trt.runner:TensorRTRunner"
+    stage_group = "TensorRT engines"
 
     def is_available(self) -> str | None:
         from sa_deploy.backends.trt.env import cuda_gpu, import_tensorrt
@@ -47,3 +48,9 @@ class TensorRTManager(BackendManager):
         from sa_deploy.backends.trt.inspect import inspect_engine
 
         return inspect_engine(path)
+
+    def build(self, spec: ArtifactSpec, source: Path | None, context: BuildContext) -> dict[str, Any]:
+        from sa_deploy.backends.trt.build import build_engine
+
+        build_engine(source, spec.path, precision=spec.precision)
+        return {}

@@ -1,5 +1,6 @@
-"""Static int16-saturation check of a Q/DQ ONNX file (``sa-deploy lint --target cpu``): which int8 convolutions
-and matmuls can saturate on an x86 CPU without VNNI, from the file alone, so it answers the same on every machine.
+"""Static int16-saturation check of a Q/DQ ONNX file for the CPU runtimes, onnxruntime and OpenVINO (``sa-deploy
+lint --target cpu``): which int8 convolutions and matmuls can saturate on an x86 CPU without VNNI, from the file
+alone, so it answers the same on every machine.
 
 Such CPUs add u8 x s8 products in pairs into int16 (``vpmaddubsw``) before widening (util/int8_kernels.py). The
 kernels see raw quantized values: activations in 0..255 (u8; s8 activations are shifted into that range) and the
