@@ -5,19 +5,25 @@ how its INT8 is judged, how to run them).
 ``BACKENDS`` is the registry (``registry.py``): each ``backends/<name>/__init__.py`` registers its manager when this
 package is imported, and everything that asks about an artifact asks the registry (``backend_for(path)``). Optional
 libraries stay optional: a manager imports its runtime only when used. To add a runtime: a folder here whose
-``__init__.py`` registers a BackendManager subclass (README, "Add a runtime"); a runtime defined elsewhere (a test, a
-plugin) calls ``register_backend`` itself."""
+``__init__.py`` registers a BackendManager subclass (README, "Add a runtime"; the folders are found by listing this
+package); a runtime defined elsewhere (a test, a plugin) calls ``register_backend`` itself."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 
-from sa_deploy.backends import coreml, openvino, ort, pytorch, trt  # noqa: F401  (each registers its manager)
 from sa_deploy.backends.base import Runner
 from sa_deploy.backends.manager import BackendManager, Int8Plan
 from sa_deploy.backends.ort.runner import OnnxRuntimeRunner
 from sa_deploy.backends.pytorch.runner import TorchRunner
 from sa_deploy.backends.registry import BACKENDS, get_backend, register_backend, unregister_backend
 from sa_deploy.errors import SADeployError
+
+# every runtime folder registers its manager when imported: a new folder needs no edit here
+for _folder in pkgutil.iter_modules(__path__):
+    if _folder.ispkg:
+        importlib.import_module(f"{__name__}.{_folder.name}")
 
 
 def unavailable_reason(name: str) -> str | None:
