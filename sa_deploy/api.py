@@ -275,8 +275,9 @@ def _output_for(source: Path, out: str | Path | None, *parts: str) -> Path:
 
 
 def _source(data: Any, preprocess, num: int | None, split: str = "val", labels: str | Path | None = None):
-    """A labeled/calibration source from a path (folder, flat folder + ``labels`` file, .npz, or ``embedded``: the
-    embedded sample's ``split``), or the source object itself; data.resolve decides."""
+    """The source (data.sources.Source) of ``data``: a path (class folders, a flat folder + ``labels`` file, .npz,
+    or ``embedded``: the embedded sample's ``split``), arrays in memory (uint8 images N,H,W,3 or float inputs
+    N,3,H,W; with labels as an ``(x, labels)`` pair or an .npz-style dict), or a source; data.resolve decides."""
     from sa_deploy.data.resolve import open_images
 
     return open_images(data, preprocess, num=num, split=split, labels=labels)

@@ -1,25 +1,21 @@
-"""Sources -> onnxruntime's CalibrationDataReader.
+"""Sources (data.sources.Source, any layout) -> onnxruntime's CalibrationDataReader.
 
 onnxruntime's reader is a one-shot iterator (``get_next`` until None); our sources are re-iterable. So a reader is
 a cheap view over a source: build a fresh one for every pass (calibration, activation collection...)."""
 from __future__ import annotations
 
-from typing import Iterator, Protocol
-
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
+from sa_deploy.data.sources import Source
 
-class BatchSource(Protocol):
-    def batches(self, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
-
-    def __len__(self) -> int: ...
+BatchSource = Source  # the name calibration.int8 and calibration.sensitivity annotate with: the one source type
 
 
 class SourceReader(CalibrationDataReader):
     """One pass over ``source`` as ``{input_name: batch}`` feeds."""
 
-    def __init__(self, source: BatchSource, input_name: str, batch_size: int = 16) -> None:
+    def __init__(self, source: Source, input_name: str, batch_size: int = 16) -> None:
         self.source = source
         self.input_name = input_name
         self.batch_size = batch_size
@@ -39,7 +35,7 @@ class SourceReader(CalibrationDataReader):
         self._it = self.source.batches(self.batch_size)
 
 
-def make_reader(source: BatchSource, input_name: str, batch_size: int = 16) -> SourceReader:
+def make_reader(source: Source, input_name: str, batch_size: int = 16) -> SourceReader:
     """A fresh reader (start of the data) for one onnxruntime pass."""
     return SourceReader(source, input_name, batch_size)
 

@@ -11,15 +11,19 @@ picked up (a development checkout points ``$SA_DEPLOY_DATA`` at its CIFAR-10 cop
 
 One path given to a command (``validate --data``, ``quantize --calib``) is read by ``open_images``: a folder of
 class sub-folders (or a flat folder: unlabeled), a flat folder plus a labels file (data.labels), an .npz, or
-``embedded`` (the embedded sample's validation or calibration split)."""
+``embedded`` (the embedded sample's validation or calibration split); the Python API also passes arrays in memory
+or a source. Whatever the layout, what comes back is a data.sources.Source: the one type calibration, evaluation
+and sensitivity read. This module is the only one that tells layouts apart (by suffix, folder or type)."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from sa_deploy.data.sources import DataSourceError
+import numpy as np
+
+from sa_deploy.data.sources import ArraySource, DataSourceError, ImageSource, NpzSource, Source
 from sa_deploy.models.preprocessing import PreprocessConfig
 
 DATA_ENV = "SA_DEPLOY_DATA"
@@ -75,11 +79,9 @@ class DataRef:
         if self.labels is not None and not self.labels.is_file():
             raise DataSourceError(f"labels file not found: {self.labels}")
 
-    def open(self, cfg: PreprocessConfig, num: int | None = None, seed: int = 0):
-        """A source (``batches()``, ``labeled``, ``fingerprint()``...) preprocessed with ``cfg``; ``num``: a
-        class-balanced sample (the first ``num`` of an .npz)."""
-        from sa_deploy.data.sources import ImageSource, NpzSource
-
+    def open(self, cfg: PreprocessConfig, num: int | None = None, seed: int = 0) -> Source:
+        """The source of these images (data.sources.Source) preprocessed with ``cfg``; ``num``: a class-balanced
+        sample (the first ``num`` of an .npz)."""
         self.check()
         if self.embedded:
             from sa_deploy.data.sample import EmbeddedSource
@@ -91,7 +93,8 @@ class DataRef:
             from sa_deploy.data.labels import list_labeled_folder
 
             files = list_labeled_folder(self.path, self.labels, cfg.class_names)
-            return ImageSource(self.path, cfg, num, seed, files=files, class_names=cfg.class_names)
+            return ImageSource(self.path, cfg, num, seed, files=files, class_names=cfg.class_names,
+                               labels_file=self.labels)
         return ImageSource(self.path, cfg, num, seed)
 
 
@@ -113,14 +116,39 @@ def data_ref(path: str | Path, labels: str | Path | None = None, split: str = "v
 
 
 def open_images(data: Any, cfg: PreprocessConfig, num: int | None = None, seed: int = 0,
-                labels: str | Path | None = None, split: str = "val"):
-    """A source for ``data``: a path or ``embedded`` (see data_ref; ``split`` picks the embedded sample's
-    validation or calibration images), or a source object, returned as it is."""
+                labels: str | Path | None = None, split: str = "val") -> Source:
+    """The source of ``data``, whatever its layout:
+    - a path or ``embedded`` (see data_ref; ``split`` picks the embedded sample's validation or calibration
+      images; ``labels``: the labels file of a flat folder);
+    - arrays in memory (the Python API): ``images`` (N,H,W,3) uint8 or ``inputs`` (N,3,H,W) float as one array,
+      an ``(array, labels)`` pair, or a mapping with the keys of an .npz (``images``/``inputs``, ``labels``);
+      the first ``num`` samples, checked like an .npz;
+    - a data.sources.Source, returned as it is."""
     if isinstance(data, (str, Path)):
         return data_ref(data, labels, split).open(cfg, num, seed)
     if labels is not None:
         raise DataSourceError("--labels needs an image folder as the data")
-    return data
+    if isinstance(data, Source):
+        return data
+    arrays = _as_arrays(data)
+    if arrays is None:
+        raise DataSourceError(f"cannot read images from a {type(data).__name__}: pass an image folder, an .npz, "
+                              "`embedded`, arrays (uint8 images N,H,W,3 or float inputs N,3,H,W, optionally with "
+                              "labels) or a data.sources.Source")
+    return ArraySource.from_arrays(arrays, cfg, num)
+
+
+def _as_arrays(data: Any) -> dict[str, Any] | None:
+    """The .npz-style arrays of an in-memory ``data`` (see open_images), or None when it is not arrays."""
+    if isinstance(data, Mapping):
+        return dict(data) if {"images", "inputs"} & set(data) else None
+    labels = None
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], np.ndarray):
+        data, labels = data
+    if not isinstance(data, np.ndarray):
+        return None
+    key = "inputs" if data.dtype.kind == "f" else "images"  # floats are model inputs, integers pixels
+    return {key: data, **({"labels": np.asarray(labels)} if labels is not None else {})}
 
 
 @dataclass(frozen=True)

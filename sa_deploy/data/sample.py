@@ -9,7 +9,6 @@ center-crop, normalize with the model's PreprocessConfig), so a 224x224 model ca
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -65,8 +64,9 @@ def split_size(split: str) -> int:
 
 
 class EmbeddedSource(DecodedImages):
-    """One split of the embedded sample as a labeled source (the interface of data.sources.ImageSource):
-    ``num`` picks a class-balanced subset with ``seed`` (sources.sample_stratified), all images by default."""
+    """One split of the embedded sample as a labeled source (data.sources.Source, like a folder of class
+    sub-folders): ``num`` picks a class-balanced subset with ``seed`` (sources.sample_stratified), all images by
+    default; its fingerprint is that of the same images in any other layout (sources.Source.fingerprint)."""
 
     def __init__(self, split: str, cfg: PreprocessConfig, num: int | None = None, seed: int = 0) -> None:
         images, labels, names, self.class_names = load_split(split)
@@ -98,11 +98,3 @@ class EmbeddedSource(DecodedImages):
             crops = [resize_crop(Image.fromarray(self._images[i]), self.cfg) for i in self._index]
             self._cache = (np.stack(crops), self._labels[self._index])
         return self._cache
-
-    def fingerprint(self) -> str:
-        """The exact data seen (sample contents, chosen images, preprocessing), for calibration caches."""
-        h = hashlib.sha256(self.cfg.to_json().encode())
-        h.update(f"{SAMPLE_NAME}|{self.split}".encode())
-        h.update(np.ascontiguousarray(self._images[self._index]).tobytes())
-        h.update(self._labels[self._index].tobytes())
-        return h.hexdigest()[:16]

@@ -1,14 +1,18 @@
-"""Image sources for calibration, evaluation and training: an image folder (class sub-folders or flat), an .npz,
-the embedded sample (data.sample) or arrays already in memory.
+"""Image sources for calibration, evaluation and training: the one type every layout implements (``Source``).
+
+Layouts (data.resolve.open_images decides which one a path or object is, nowhere else): class folders and a flat
+folder (``ImageSource``; with a labels file, data.labels lists its files), an .npz (``NpzSource``), arrays in memory
+(``ArraySource``: the Python API's layout, and generated inputs) and the embedded sample (data.sample.EmbeddedSource).
 
 Every source has the same interface (``Source``): ``load()`` reads the images once and caches them, ``batches()``
-serves normalized NCHW float32 inputs with their labels, ``len()``, ``labeled``, ``class_names``, ``skipped`` and
-``fingerprint()``. Sources are re-iterable: each ``batches()`` call starts from the beginning (unlike onnxruntime's
-stateful CalibrationDataReader, which is adapted on top of this in ``calibration.int8``)."""
+serves normalized NCHW float32 inputs with their labels, ``len()``, ``labeled``, ``class_names``, ``skipped``,
+``fingerprint()`` (a hash of exactly the inputs ``batches()`` serves: the same pixels under the same preprocessing
+give the same fingerprint in every layout) and a human ``str()``. Sources are re-iterable: each ``batches()`` call
+starts from the beginning (unlike onnxruntime's stateful CalibrationDataReader, which is adapted on top of this in
+``calibration.reader``)."""
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import stat
 import warnings
@@ -17,7 +21,7 @@ import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -116,9 +120,14 @@ def _read(path: Path, cfg: PreprocessConfig) -> np.ndarray | None:
 
 
 class Source(ABC):
-    """What every source offers. ``load()`` reads (decodes, preprocesses) all its images once and caches them, so a
-    caller can read a source up front (``sa-deploy run`` does, before it writes anything) and later calls cost
-    nothing; ``batches()`` serves them as normalized NCHW float32 inputs and labels (-1 = unlabeled)."""
+    """The one image-source type: what calibration (calibration.reader, calibration.int8), evaluation
+    (validate.accuracy), sensitivity and ``sa-deploy run`` read, whatever the layout.
+
+    ``load()`` reads (decodes, preprocesses) all its images once and caches them, so a caller can read a source up
+    front (``sa-deploy run`` does, before it writes anything) and later calls cost nothing; ``batches()`` serves them
+    as normalized NCHW float32 inputs and labels (-1 = unlabeled); ``labeled``: every sample has a label;
+    ``class_names``: the names of the label indices where the layout knows them; ``skipped``: files that could not
+    be read; ``fingerprint()``: identifies the inputs served; ``str()``: what the images are, for people."""
 
     class_names: tuple[str, ...] = ()
     skipped: list[Path]
@@ -130,12 +139,33 @@ class Source(ABC):
         arrays (ArraySource, NpzSource)."""
 
     @abstractmethod
+    def __str__(self) -> str:
+        """What these images are (where from, how many), for messages and reports; reads no image."""
+
+    def _held(self) -> tuple[np.ndarray, np.ndarray]:
+        """What ``load()`` returns, without its user-facing side effects (warnings); for ``fingerprint()``."""
+        return self.load()
+
+    def _inputs(self, held: np.ndarray) -> np.ndarray:
+        """Model inputs (N,3,H,W) float32 from a slice of what the source holds (``load()[0]``)."""
+        return held
+
     def batches(self, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(N,3,H,W) float32 normalized inputs and labels (N,) int64; restartable."""
+        held, labels = self.load()
+        for i in range(0, len(held), batch_size):
+            yield self._inputs(held[i:i + batch_size]), labels[i:i + batch_size]
 
-    @abstractmethod
     def fingerprint(self) -> str:
-        """Identifies the exact data seen (and its preprocessing), for calibration caches."""
+        """Identifies the exact inputs served (for calibration caches and the INT8 file's metadata): a hash of the
+        float32 inputs ``batches()`` serves, in order, so the preprocessing is part of it and the layout is not
+        (class folders, a flat folder, an .npz or arrays holding the same pixels in the same order agree). Labels
+        are not part of it: calibration does not read them. Reads the images (once; cached)."""
+        held, _ = self._held()
+        h = hashlib.sha256(f"sa-deploy inputs float32 NCHW x{len(held)}".encode())
+        for i in range(0, len(held), 256):
+            h.update(np.ascontiguousarray(self._inputs(held[i:i + 256]), dtype=np.float32).tobytes())
+        return h.hexdigest()[:16]
 
     def __len__(self) -> int:
         return len(self.load()[1])
@@ -146,7 +176,8 @@ class Source(ABC):
 
 
 class DecodedImages(Source):
-    """Base of sources that decode images once (``load``: (N,H,W,3) uint8 + labels) and serve normalized batches."""
+    """Base of sources that decode images once (``load``: (N,H,W,3) uint8 + labels) and serve them normalized with
+    the model's config ``cfg``."""
 
     cfg: PreprocessConfig
 
@@ -154,11 +185,8 @@ class DecodedImages(Source):
     def load(self, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """All images as (N,H,W,3) uint8 after resize/center-crop, and their labels (N,) int64; cached."""
 
-    def batches(self, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(N,3,H,W) float32 normalized inputs and labels; restartable."""
-        images, labels = self.load()
-        for i in range(0, len(images), batch_size):
-            yield normalize(images[i:i + batch_size], self.cfg), labels[i:i + batch_size]
+    def _inputs(self, held: np.ndarray) -> np.ndarray:
+        return normalize(held, self.cfg)
 
 
 class ImageSource(DecodedImages):
@@ -168,8 +196,9 @@ class ImageSource(DecodedImages):
     """
 
     def __init__(self, root: str | Path, cfg: PreprocessConfig, num: int | None = None, seed: int = 0,
-                 files: list[LabeledFile] | None = None, class_names: tuple[str, ...] = ()) -> None:
-        """``files`` (with ``class_names``): an explicit listing of ``root`` (e.g. from a labels file, see
+                 files: list[LabeledFile] | None = None, class_names: tuple[str, ...] = (),
+                 labels_file: str | Path | None = None) -> None:
+        """``files`` (with ``class_names``): an explicit listing of ``root`` (e.g. from ``labels_file``, see
         data.labels) instead of its class sub-folders."""
         if files is None:
             all_files, self.class_names = list_image_folder(root)
@@ -178,23 +207,46 @@ class ImageSource(DecodedImages):
             all_files, self.class_names = list(files), tuple(class_names)
             self._labeled = bool(all_files) and all(f.label >= 0 for f in all_files)
         self.root = Path(root)
+        self.labels_file = Path(labels_file) if labels_file is not None else None
         self.cfg = cfg
         self.files = sample_stratified(all_files, num, seed)
         self.seed = seed
         self._cache: tuple[np.ndarray, np.ndarray] | None = None
+        self._warned = False
         self.skipped: list[Path] = []
 
     def __len__(self) -> int:
         return len(self.load()[0])
+
+    def __str__(self) -> str:
+        if self.labels_file is not None:
+            how = f"labels from {self.labels_file}"
+        elif self._labeled:
+            how = f"{len(self.class_names)} class folders"
+        else:
+            how = "flat, unlabeled"
+        return f"{self.root} ({len(self.files)} image files, {how})"
 
     @property
     def labeled(self) -> bool:
         return self._labeled
 
     def load(self, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """All images as (N,H,W,3) uint8 and their labels (N,) int64; decoded once, then cached."""
+        """All images as (N,H,W,3) uint8 and their labels (N,) int64; decoded once, then cached. The first call
+        warns once when files were skipped."""
+        data = self._decode(progress)
+        if self.skipped and not self._warned:
+            self._warned = True
+            warnings.warn(f"skipped {len(self.skipped)} unreadable image(s) in {self.root}, "
+                          f"e.g. {self.skipped[0].name}", stacklevel=2)
+        return data
+
+    def _held(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._decode()
+
+    def _decode(self, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         if self._cache is None:
-            images, labels = [], []
+            images, labels, skipped = [], [], []
             files = self.files
             if progress:
                 from tqdm import tqdm
@@ -202,108 +254,67 @@ class ImageSource(DecodedImages):
             for f in files:
                 arr = _read(f.path, self.cfg)
                 if arr is None:
-                    self.skipped.append(f.path)
+                    skipped.append(f.path)
                     continue
                 images.append(arr)
                 labels.append(f.label)
-            if self.skipped:
-                warnings.warn(f"skipped {len(self.skipped)} unreadable image(s) in {self.root}, "
-                              f"e.g. {self.skipped[0].name}", stacklevel=2)
+            self.skipped = skipped
             if not images:
+                self._warned = True
+                if skipped:
+                    warnings.warn(f"skipped {len(skipped)} unreadable image(s) in {self.root}, "
+                                  f"e.g. {skipped[0].name}", stacklevel=3)
                 raise DataSourceError(f"none of the {len(self.files)} image files in {self.root} could be read")
             self._cache = (np.stack(images), np.asarray(labels, dtype=np.int64))
         return self._cache
-
-    def fingerprint(self) -> str:
-        """Identifies the exact data seen (file names, sizes, mtimes, preprocessing) for calibration caches."""
-        h = hashlib.sha256(self.cfg.to_json().encode())
-        for f in self.files:
-            try:
-                st = f.path.stat()
-                size, mtime = st.st_size, st.st_mtime_ns
-            except OSError:  # a broken or looping link: identified by its name alone
-                size, mtime = -1, -1
-            # file names as bytes: names that are not valid UTF-8 (surrogate-escaped) hash too
-            h.update(os.fsencode(f.path.relative_to(self.root)) + f"|{size}|{mtime}|{f.label}".encode())
-        return h.hexdigest()[:16]
-
-
-class ArraySource(Source):
-    """Already-preprocessed NCHW float32 inputs held in memory, with labels (-1 = unlabeled); the base of NpzSource
-    and what generated inputs for ImageNet-size models are wrapped in. ``load()`` returns them as they are."""
-
-    def __init__(self, batches: list[np.ndarray], labels: np.ndarray | None = None) -> None:
-        if not batches:
-            raise DataSourceError("no calibration batches given")
-        inputs = np.concatenate([np.asarray(b, np.float32) for b in batches])
-        self._cache: tuple[np.ndarray, np.ndarray] | None = (inputs, _labels_or_unlabeled(labels, len(inputs)))
-        self.class_names: tuple[str, ...] = ()
-        self.skipped: list[Path] = []
-
-    def load(self, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """The inputs (N,3,H,W) float32 and labels (N,) int64."""
-        assert self._cache is not None
-        return self._cache
-
-    def batches(self, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        inputs, labels = self.load()
-        for i in range(0, len(inputs), batch_size):
-            yield inputs[i:i + batch_size], labels[i:i + batch_size]
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(np.ascontiguousarray(self.load()[0]).tobytes()).hexdigest()[:16]
 
 
 def _labels_or_unlabeled(labels: np.ndarray | None, count: int) -> np.ndarray:
     return np.asarray(labels, np.int64) if labels is not None else np.full(count, -1, np.int64)
 
 
-class NpzSource(ArraySource):
-    """Arrays from an .npz: ``images`` (N,H,W,3) uint8 (preprocessed here) or ``inputs`` (N,3,H,W float32)
-    (used as they are); optional ``labels`` (N,). The file is read and checked when the source is made (a bad
-    .npz is an error there); ``load()`` preprocesses the first ``num`` samples once and caches them."""
+class ArraySource(Source):
+    """Samples held as arrays: the Python API's ``arrays`` layout, generated inputs, and the base of NpzSource.
 
-    def __init__(self, path: str | Path, cfg: PreprocessConfig, num: int | None = None) -> None:
-        self.root = Path(path)
+    ``inputs`` (N,3,H,W) float: model inputs, used as they are; or ``images`` (N,H,W,3) uint8 pixels: resized,
+    center-cropped and normalized with the model's config on ``load()``, exactly as image files are; optional
+    ``labels`` (N,) (-1 = unlabeled). ``ArraySource(batches, labels)``: input batches as they are;
+    ``ArraySource.from_arrays({"images"|"inputs": x, "labels": y}, cfg, num)``: checked as an .npz's arrays are.
+    ``load()`` returns (N,3,H,W) float32 inputs."""
+
+    def __init__(self, batches: list[np.ndarray], labels: np.ndarray | None = None) -> None:
+        if not batches:
+            raise DataSourceError("no calibration batches given")
+        inputs = np.concatenate([np.asarray(b, np.float32) for b in batches])
+        self._set("arrays", None, "inputs", inputs, None if labels is None else np.asarray(labels, np.int64))
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, Any], cfg: PreprocessConfig, num: int | None = None,
+                    where: str = "arrays") -> ArraySource:
+        """A source over ``arrays`` (keys as in an .npz: ``images`` or ``inputs``, optional ``labels``), checked
+        like an .npz (one DataSourceError naming ``where``); the first ``num`` samples."""
+        self = cls.__new__(cls)
+        self._set(where, cfg, *_check_arrays({k: np.asarray(v) for k, v in arrays.items()}, cfg, where, num))
+        return self
+
+    def _set(self, where: str, cfg: PreprocessConfig | None, key: str, x: np.ndarray,
+             labels: np.ndarray | None) -> None:
+        self.where = where
         self.cfg = cfg
-        self.skipped = []
-        arrays = read_npz(self.root)
-        if "inputs" in arrays:
-            x = arrays["inputs"]
-            want = (3, cfg.input_size, cfg.input_size)
-            if x.ndim != 4 or x.shape[1:] != want:
-                raise DataSourceError(f"{self.root}: 'inputs' has shape {x.shape}, expected (N, {want[0]}, "
-                                      f"{want[1]}, {want[2]})")
-            if x.dtype.kind not in "fiu":
-                raise DataSourceError(f"{self.root}: 'inputs' has dtype {x.dtype}, expected float32")
-            x = x.astype(np.float32)
-            if not np.isfinite(x).all():
-                raise DataSourceError(f"{self.root}: 'inputs' holds NaN/Inf values")
-            self._key = "inputs"
-        elif "images" in arrays:
-            x = arrays["images"]
-            if x.ndim != 4 or x.shape[-1] != 3 or 0 in x.shape[1:3]:
-                raise DataSourceError(f"{self.root}: 'images' has shape {x.shape}, expected (N, H, W, 3) uint8")
-            if x.dtype != np.uint8 and not (x.dtype.kind in "iu" and x.size and x.min() >= 0 and x.max() <= 255):
-                raise DataSourceError(f"{self.root}: 'images' has dtype {x.dtype}" + (
-                    " with values outside 0..255" if x.dtype.kind in "iu" else "") + "; expected uint8 pixels "
-                    "(preprocessed floats go under 'inputs', shape (N, 3, H, W))")
-            self._key = "images"
-        else:
-            raise DataSourceError(f"{self.root} has neither 'images' (N,H,W,3 uint8) nor 'inputs' (N,3,H,W float32)")
-        n = len(x) if num is None else min(num, len(x))
-        if n == 0:
-            raise DataSourceError(f"{self.root} holds no samples")
-        labels = arrays.get("labels")
-        if labels is not None:
-            labels = _check_labels(self.root, labels, len(x), len(cfg.class_names))[:n]
-        self._raw = x[:n]
-        self._raw_labels = _labels_or_unlabeled(labels, n)
-        self._cache = None
-        self.class_names = tuple(cfg.class_names) if labels is not None else ()
+        self.skipped: list[Path] = []
+        self._key = key
+        self._raw = x
+        self._raw_labels = _labels_or_unlabeled(labels, len(x))
+        self._cache: tuple[np.ndarray, np.ndarray] | None = None
+        self.class_names: tuple[str, ...] = tuple(cfg.class_names) if cfg is not None and labels is not None \
+            else ()
 
     def __len__(self) -> int:
         return len(self._raw)
+
+    def __str__(self) -> str:
+        what = "uint8 images" if self._key == "images" else "float inputs"
+        return f"{self.where} ({len(self)} {what}, {'labeled' if self.labeled else 'unlabeled'})"
 
     @property
     def labeled(self) -> bool:
@@ -315,21 +326,60 @@ class NpzSource(ArraySource):
         if self._cache is None:
             x = self._raw
             if self._key == "images":
+                assert self.cfg is not None
                 crops = [resize_crop(Image.fromarray(im.astype(np.uint8)), self.cfg) for im in x]
                 x = normalize(np.stack(crops), self.cfg)
-            self._cache = (x, self._raw_labels)
+            self._cache = (np.ascontiguousarray(x, dtype=np.float32), self._raw_labels)
         return self._cache
 
-    def fingerprint(self) -> str:
-        # the preprocessing is part of what was calibrated on
-        h = hashlib.sha256(self.cfg.to_json().encode())
-        h.update(self._key.encode())
-        h.update(np.ascontiguousarray(self._raw).tobytes())
-        h.update(self._raw_labels.tobytes())
-        return h.hexdigest()[:16]
+
+class NpzSource(ArraySource):
+    """Arrays from an .npz: ``images`` (N,H,W,3) uint8 (preprocessed here) or ``inputs`` (N,3,H,W float32)
+    (used as they are); optional ``labels`` (N,). The file is read and checked when the source is made (a bad
+    .npz is an error there); ``load()`` preprocesses the first ``num`` samples once and caches them."""
+
+    def __init__(self, path: str | Path, cfg: PreprocessConfig, num: int | None = None) -> None:
+        self.root = Path(path)
+        self._set(str(self.root), cfg, *_check_arrays(read_npz(self.root), cfg, str(self.root), num))
 
 
-def _check_labels(path: Path, labels: np.ndarray, count: int, num_classes: int) -> np.ndarray:
+def _check_arrays(arrays: Mapping[str, np.ndarray], cfg: PreprocessConfig, where: str,
+                  num: int | None) -> tuple[str, np.ndarray, np.ndarray | None]:
+    """(key, the first ``num`` samples, their labels or None) of an .npz's (or the API's) arrays, each checked:
+    one DataSourceError naming ``where`` and the array."""
+    if "inputs" in arrays:
+        x = arrays["inputs"]
+        want = (3, cfg.input_size, cfg.input_size)
+        if x.ndim != 4 or x.shape[1:] != want:
+            raise DataSourceError(f"{where}: 'inputs' has shape {x.shape}, expected (N, {want[0]}, "
+                                  f"{want[1]}, {want[2]})")
+        if x.dtype.kind not in "fiu":
+            raise DataSourceError(f"{where}: 'inputs' has dtype {x.dtype}, expected float32")
+        x = x.astype(np.float32)
+        if not np.isfinite(x).all():
+            raise DataSourceError(f"{where}: 'inputs' holds NaN/Inf values")
+        key = "inputs"
+    elif "images" in arrays:
+        x = arrays["images"]
+        if x.ndim != 4 or x.shape[-1] != 3 or 0 in x.shape[1:3]:
+            raise DataSourceError(f"{where}: 'images' has shape {x.shape}, expected (N, H, W, 3) uint8")
+        if x.dtype != np.uint8 and not (x.dtype.kind in "iu" and x.size and x.min() >= 0 and x.max() <= 255):
+            raise DataSourceError(f"{where}: 'images' has dtype {x.dtype}" + (
+                " with values outside 0..255" if x.dtype.kind in "iu" else "") + "; expected uint8 pixels "
+                "(preprocessed floats go under 'inputs', shape (N, 3, H, W))")
+        key = "images"
+    else:
+        raise DataSourceError(f"{where} has neither 'images' (N,H,W,3 uint8) nor 'inputs' (N,3,H,W float32)")
+    n = len(x) if num is None else min(num, len(x))
+    if n == 0:
+        raise DataSourceError(f"{where} holds no samples")
+    labels = arrays.get("labels")
+    if labels is not None:
+        labels = _check_labels(where, labels, len(x), len(cfg.class_names))[:n]
+    return key, x[:n], labels
+
+
+def _check_labels(path: Path | str, labels: np.ndarray, count: int, num_classes: int) -> np.ndarray:
     """Labels of an .npz: one non-negative integer per sample (and below the class count when it is known)."""
     if labels.ndim != 1 or len(labels) != count:
         raise DataSourceError(f"{path}: 'labels' has shape {labels.shape}, expected ({count},): one label per "

@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable
 
 import numpy as np
 
 from sa_deploy.backends.base import Runner
+from sa_deploy.data.sources import Source
 from sa_deploy.errors import BudgetExceededError, SADeployError
 from sa_deploy.validate.int8_numerics import Int8Numerics, Int8Plan, diagnose, int8_plan
 from sa_deploy.validate.parity import ParityStats, compare, tolerance_class
@@ -25,12 +26,7 @@ def budget_for(precision: str, budgets: dict[str, float] | None = None) -> float
     return {**DEFAULT_MAX_DROP, **(budgets or {})}[tolerance_class(precision)]
 
 
-class LabeledSource(Protocol):
-    labeled: bool
-
-    def batches(self, batch_size: int = 32) -> Iterable[tuple[np.ndarray, np.ndarray]]: ...
-
-    def __len__(self) -> int: ...
+LabeledSource = Source  # the name the evaluation functions annotate with: the one source type (data.sources)
 
 
 @dataclass
