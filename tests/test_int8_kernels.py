@@ -20,8 +20,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from sa_deploy.calibration.kernel_emulation import QdqEmulator, pair_sums
 from sa_deploy.backends.cpu_lint import int8_node_bounds, lint_cpu_overflow, worst_pair_sums
+from sa_deploy.calibration.kernel_emulation import QdqEmulator, pair_sums
 from sa_deploy.cli import main
 from sa_deploy.util.int8_kernels import (
     INT16_PAIRS,
