@@ -32,7 +32,7 @@ def lint_onnx(path: str | Path, max_batch: int | None = None, target: str = "ten
     """Offline lint of an ONNX file for a deployment target: ``tensorrt`` (will TensorRT parse and build it with our
     INT8/FP16 conventions) or ``cpu`` (can its int8 nodes saturate int16 pair sums on x86 without VNNI)."""
     if target == "cpu":
-        from sa_deploy.calibration.overflow import lint_cpu_overflow
+        from sa_deploy.backends.cpu_lint import lint_cpu_overflow
 
         return lint_cpu_overflow(path)
     return lint_tensorrt(path, max_batch=max_batch)
@@ -242,26 +242,21 @@ def preprocess_of(onnx_path: str | Path, overrides: PreprocessOverrides | dict |
 
 def _carried_preprocess(paths: tuple[str | Path, ...]):
     """(config, origin) of the preprocessing the ONNX files among ``paths`` carry, when they carry one and agree;
-    else None."""
-    import onnx
-
+    else None (models.preprocess_resolver.agreeing)."""
     from sa_deploy.backends import find_backend
-    from sa_deploy.exporters.metadata import preprocess_from_metadata, read_onnx_metadata
+    from sa_deploy.exporters.inspect import load_onnx
+    from sa_deploy.exporters.metadata import onnx_metadata
+    from sa_deploy.models.preprocess_resolver import agreeing
 
-    found = {}
+    carried = []
     for a in map(Path, paths):
         if a.is_file() and getattr(find_backend(a), "name", None) == "onnxruntime":
             try:
-                meta = read_onnx_metadata(onnx.load(str(a), load_external_data=False))
-            except Exception:  # noqa: BLE001 - an unreadable artifact gets its own error where it is checked
+                model = load_onnx(a)
+            except SADeployError:  # an unreadable artifact gets its own error where it is checked
                 continue
-            cfg = preprocess_from_metadata(meta, a.name)
-            if cfg is not None:
-                found.setdefault(cfg, a.name)
-    if len(found) != 1:
-        return None
-    cfg, name = next(iter(found.items()))
-    return cfg, f"{name} metadata"
+            carried.append((onnx_metadata(model, a.name).preprocess, a.name))
+    return agreeing(carried)
 
 
 def _output_for(source: Path, out: str | Path | None, *parts: str) -> Path:
@@ -373,29 +368,28 @@ def reference_for(reference: nn.Module | str | Path | Reference, preprocess: Pre
                   artifacts: tuple[str | Path, ...] = ()) -> Reference:
     """The Reference for an nn.Module (its deploy config's preprocessing) or an FP32 ONNX file (its metadata, else
     the preprocessing its ``artifacts`` carry when they agree), with the ``preprocess`` fields replacing them."""
-    from sa_deploy.exporters.preprocess_flags import apply_overrides, output_classes
+    from sa_deploy.exporters.preprocess_flags import output_classes
+    from sa_deploy.models.preprocess_resolver import resolve_model
 
     if isinstance(reference, Reference):
         return reference
     if isinstance(reference, nn.Module):
-        cfg = deploy_config_of(reference).preprocess
-        overrides = PreprocessOverrides.of(preprocess)
+        resolved = resolve_model(deploy_config_of(reference).preprocess, overrides=preprocess)
         classes = next((m.out_features for m in reversed(list(reference.modules())) if isinstance(m, nn.Linear)),
                        None)
-        return Reference(reference, None, apply_overrides(cfg, overrides) if overrides else cfg, classes,
-                         "model" + (f" + flags ({', '.join(overrides.given())})" if overrides else ""))
+        return Reference(reference, None, resolved.config, classes, resolved.origin)
     if not isinstance(reference, (str, Path)):
         raise SADeployError(f"the reference must be a PyTorch model or an FP32 ONNX path, got "
                             f"{type(reference).__name__}")
     from sa_deploy.backends import find_backend
     from sa_deploy.exporters.inspect import load_onnx
-    from sa_deploy.exporters.metadata import read_onnx_metadata
+    from sa_deploy.exporters.metadata import onnx_metadata
 
     path = Path(reference)
     if getattr(find_backend(path), "name", None) != "onnxruntime":
         raise SADeployError(f"--reference {path.name}: pass an FP32 .onnx file")
     model = load_onnx(path)
-    precision = read_onnx_metadata(model).get("precision", "fp32")
+    precision = onnx_metadata(model, path.name).precision or "fp32"
     if precision != "fp32" or any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
         raise SADeployError(f"--reference {path.name} is {precision if precision != 'fp32' else 'quantized (Q/DQ)'}; "
                             "pass the FP32 ONNX the artifacts were made from")

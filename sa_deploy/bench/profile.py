@@ -65,6 +65,7 @@ def optimized_op_histogram(path: str | Path) -> dict[str, int]:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
         ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        # onnxruntime wrote it just above, in this temp folder: a raw load (the caller's file was checked before)
         model = onnx.load(opts.optimized_model_filepath, load_external_data=False)
     hist: dict[str, int] = defaultdict(int)
     for n in model.graph.node:

@@ -17,7 +17,7 @@ import numpy as np
 from sa_deploy.backends import Runner, get_backend, unavailable_reason
 from sa_deploy.errors import SADeployError
 from sa_deploy.exporters.inspect import image_input, load_onnx
-from sa_deploy.exporters.metadata import preprocess_from_metadata, read_onnx_metadata
+from sa_deploy.exporters.metadata import onnx_metadata
 from sa_deploy.exporters.preprocess_flags import check_input_size_flag
 from sa_deploy.report.bench import check_benchmark_outputs, write_benchmark
 from sa_deploy.util.machine import machine_info
@@ -143,7 +143,7 @@ def bench_input_size(model, name: str, input_size: int | None = None) -> int:
         image_input(model, name, input_size)  # one fixed dim (H or W) must match it too
         return input_size
     if size is None:
-        cfg = preprocess_from_metadata(read_onnx_metadata(model), name)
+        cfg = onnx_metadata(model, name).preprocess
         if cfg is None:
             raise SADeployError(f"{name} has a dynamic input size and no sa-deploy metadata saying which to use; "
                                 "pass --input-size S")
@@ -155,18 +155,18 @@ def artifacts_from_files(paths: list[str | Path], input_size: int | None = None)
     """Artifacts grouped by the model named in their metadata (a file without: its file stem); named by their
     benchmark tag or file stem. ``input_size``: the size to time files at (needed for dynamic H/W without
     metadata)."""
-    from sa_deploy.bench.variants import read_tags
+    from sa_deploy.bench.variants import tags_of
 
     out = []
     for p in paths:
         model = load_onnx(p)
         bench_input_size(model, Path(p).name, input_size)  # every file checked before any is timed
-        meta = read_onnx_metadata(model)
-        name, note = read_tags(p)
-        if name == Path(p).stem and "lowering" in meta:  # an exported file: name it by its deploy config
-            name = "naive" if meta["lowering"] == "none" else meta["lowering"]
-            name += "" if meta.get("precision", "fp32") == "fp32" else f"-{meta['precision']}"
-        out.append(Artifact(meta.get("model") or Path(p).stem, name, Path(p), note, input_size))
+        meta = onnx_metadata(model, Path(p).name)
+        name, note = tags_of(meta, p)
+        if name == Path(p).stem and meta.lowering is not None:  # an exported file: name it by its deploy config
+            name = "naive" if meta.lowering == "none" else meta.lowering
+            name += "" if (meta.precision or "fp32") == "fp32" else f"-{meta.precision}"
+        out.append(Artifact(meta.model or Path(p).stem, name, Path(p), note, input_size))
     names = [(a.group, a.name) for a in out]
     if len(set(names)) != len(names):  # two files with one tag: fall back to file names
         out = [Artifact(a.group, a.path.stem, a.path, a.note, a.input_size) for a in out]

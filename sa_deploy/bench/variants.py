@@ -16,7 +16,13 @@ from torch import nn
 
 from sa_deploy.bench.converters import to_fp16, to_int8
 from sa_deploy.data.resolve import resolve_labeled_data
-from sa_deploy.exporters.metadata import PREFIX, is_sa_deploy_onnx
+from sa_deploy.exporters.metadata import (
+    DeployMetadata,
+    is_sa_deploy_onnx,
+    onnx_metadata,
+    read_deploy_metadata,
+    write_onnx_metadata,
+)
 from sa_deploy.exporters.onnx import export_onnx, random_inputs
 from sa_deploy.models import create_model
 from sa_deploy.models.attention import attention_modules
@@ -27,8 +33,8 @@ from sa_deploy.util.atomic import write_bytes_atomic
 VARIANTS = ("floor", "naive", "reshape-transpose", "fold", "fp16", "int8-cpu", "int8-cpu-float-gate", "int8-tensorrt")
 # INT8 variants: (flavour, keep the SA gate float; None = the flavour's default)
 INT8_VARIANTS = {"int8-cpu": ("cpu", None), "int8-cpu-float-gate": ("cpu", True), "int8-tensorrt": ("tensorrt", None)}
-VARIANT_KEY = PREFIX + "bench_variant"
-NOTE_KEY = PREFIX + "bench_note"
+VARIANT_KEY = "bench_variant"  # sa_deploy.bench_variant, sa_deploy.bench_note: kept in DeployMetadata.extra
+NOTE_KEY = "bench_note"
 
 
 @dataclass
@@ -51,19 +57,20 @@ def without_attention(model: nn.Module) -> nn.Module:
 
 
 def tag_variant(path: Path, name: str, note: str) -> None:
-    model = onnx.load(str(path))
-    props = [p for p in model.metadata_props if p.key not in (VARIANT_KEY, NOTE_KEY)]
-    del model.metadata_props[:]
-    model.metadata_props.extend(props)
-    model.metadata_props.add(key=VARIANT_KEY, value=name)
-    model.metadata_props.add(key=NOTE_KEY, value=note)
+    """Records in a benchmark file the variant it is and how it was made (its deploy metadata)."""
+    model = onnx.load(str(path))  # a file the benchmark built just before (in this operation): a raw load
+    write_onnx_metadata(model, onnx_metadata(model, path.name).with_strings({VARIANT_KEY: name, NOTE_KEY: note}))
     write_bytes_atomic(path, model.SerializeToString(), owned=is_sa_deploy_onnx)
 
 
-def read_tags(path: str | Path) -> tuple[str, str]:
+def tags_of(meta: DeployMetadata, path: str | Path) -> tuple[str, str]:
     """(variant, note) a benchmark file was built with (its metadata); else (file stem, "")."""
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return props.get(VARIANT_KEY, Path(path).stem), props.get(NOTE_KEY, "")
+    return meta.extra.get(VARIANT_KEY, Path(path).stem), meta.extra.get(NOTE_KEY, "")
+
+
+def read_tags(path: str | Path) -> tuple[str, str]:
+    """``tags_of`` a file (checked where it enters: a reused file may be anything)."""
+    return tags_of(read_deploy_metadata(path), path)
 
 
 def calibration_batches(model: nn.Module, num: int = 64, batch: int = 8) -> tuple[list[np.ndarray], str]:

@@ -32,7 +32,7 @@ from sa_deploy.calibration.cache import RangeCache, RangeKey
 from sa_deploy.calibration.reader import BatchSource, FeedReader
 from sa_deploy.errors import SADeployError
 from sa_deploy.exporters.inspect import sa_gates
-from sa_deploy.exporters.metadata import derived_metadata, is_sa_deploy_onnx, read_onnx_metadata, set_onnx_metadata
+from sa_deploy.exporters.metadata import derive, is_sa_deploy_onnx, read_deploy_metadata, write_onnx_metadata
 from sa_deploy.models.preprocessing import PreprocessConfig
 from sa_deploy.util.atomic import atomic_path
 from sa_deploy.util.hashing import file_sha256
@@ -64,7 +64,7 @@ class Flavour:
     quantize_sa_gate: bool = False
     # weight bits by default: 7 keeps every u8 x s8 pair sum inside int16 (255 * (64 + 64) = 32,640 <= 32,767), so
     # the file holds its accuracy on x86 CPUs without VNNI (pairwise int16 kernels); 8 where the target accumulates
-    # in int32 (TensorRT). calibration/overflow.py checks any Q/DQ file against that bound.
+    # in int32 (TensorRT). backends/cpu_lint.py checks any Q/DQ file against that bound.
     weight_bits: int = 8
 
 
@@ -181,6 +181,7 @@ def coarsen_histograms(histograms: dict[str, tuple], max_bins: int) -> list[str]
 
 
 def _input_name(path: Path) -> str:
+    # the pre-processed graph quantize_int8 / sensitivity wrote in this same operation: a raw load, not an entry
     return onnx.load(str(path), load_external_data=False).graph.input[0].name
 
 
@@ -201,16 +202,16 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, source: BatchSour
     ``keep_sa_gate_float`` (None: the flavour's default, float for tensorrt and quantized for cpu). Tensor ranges
     are cached in ``cache_dir`` (reused only for the same model file, data fingerprint and method).
     ``weight_bits`` (7 or 8; None: the flavour's default, 7 for cpu, 8 for tensorrt): 7-bit weights cannot saturate
-    the pairwise int16 sums of x86 int8 kernels without VNNI (calibration/overflow.py)."""
+    the pairwise int16 sums of x86 int8 kernels without VNNI (backends/cpu_lint.py)."""
     check_choice(method, METHODS, "calibration method")
     check_choice(flavour, FLAVOURS, "INT8 flavour")
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
     if not fp32_onnx.is_file():
         raise SADeployError(f"ONNX model not found: {fp32_onnx}")
     t0 = time.perf_counter()
-    meta = read_onnx_metadata(onnx.load(str(fp32_onnx), load_external_data=False))
-    if meta.get("precision", "fp32") != "fp32":
-        raise SADeployError(f"{fp32_onnx.name} is already {meta['precision']}; quantize the FP32 export")
+    meta = read_deploy_metadata(fp32_onnx)  # the file enters here: checked (exporters.inspect.load_onnx)
+    if (meta.precision or "fp32") != "fp32":
+        raise SADeployError(f"{fp32_onnx.name} is already {meta.precision}; quantize the FP32 export")
     fingerprint = source.fingerprint()
     key = RangeKey(file_sha256(fp32_onnx), fingerprint, method,
                    json.dumps({**CALIB_OPTIONS[method], "ort": onnxruntime.__version__,
@@ -224,7 +225,7 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, source: BatchSour
     with tempfile.TemporaryDirectory(prefix="sa-deploy-int8-") as tmp:
         work = Path(tmp)
         prep = preprocess_for_quant(fp32_onnx, work / "prep.onnx")
-        prep_model = onnx.load(str(prep))
+        prep_model = onnx.load(str(prep))  # written just above from the checked file: a raw load
         known = {n.name for n in prep_model.graph.node}
         unknown = sorted(set(exclude_nodes) - known)
         if unknown:
@@ -243,16 +244,13 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, source: BatchSour
                             activation_type=fl.activation_type, weight_type=fl.weight_type,
                             nodes_to_exclude=excluded, calibrate_method=METHODS[method],
                             extra_options=dict(fl.extra_options), calibration_cache_path=str(ranges))
-            q = onnx.load(str(tmp_out))
-            set_onnx_metadata(q, {**meta, **derived_metadata(meta, fp32_onnx, preprocess, key.model_sha256),
-                                  "precision": "int8", "int8_flavour": flavour,
-                                  "int8_weight_bits": str(weight_bits),
-                                  "int16_overflow_safe": str(weight_bits == 7).lower(),
-                                  "calibration_method": method, "calibration_count": str(len(source)),
-                                  "calibration_fingerprint": fingerprint,
-                                  "float_nodes": json.dumps(excluded),
-                                  "sa_gate": ("none (no SA layer)" if not gate_nodes
-                                              else "float" if keep_sa_gate_float else "int8")})
+            q = onnx.load(str(tmp_out))  # quantize_static wrote it just above: a raw load
+            write_onnx_metadata(q, derive(meta, fp32_onnx, preprocess, key.model_sha256).with_strings({
+                "precision": "int8", "int8_flavour": flavour, "int8_weight_bits": str(weight_bits),
+                "int16_overflow_safe": str(weight_bits == 7).lower(), "calibration_method": method,
+                "calibration_count": str(len(source)), "calibration_fingerprint": fingerprint,
+                "float_nodes": json.dumps(excluded),
+                "sa_gate": "none (no SA layer)" if not gate_nodes else "float" if keep_sa_gate_float else "int8"}))
             onnx.save(q, str(tmp_out))
     return QuantizeResult(out_path, method, flavour, len(source), cache_hit, excluded,
                           time.perf_counter() - t0, fingerprint, ranges if cache_dir is not None else None,

@@ -51,11 +51,12 @@ def tensor_sensitivity(float_onnx: str | Path, int8_onnx: str | Path, source: Ba
         float_aug, qdq_aug = work / "float_aug.onnx", work / "qdq_aug.onnx"
         modify_model_output_intermediate_tensors(str(prep), str(float_aug))
         modify_model_output_intermediate_tensors(str(int8_onnx), str(qdq_aug))
+        # prep.onnx: written above in this operation from the caller's file, so a raw load (not an entry point)
         name = onnx.load(str(prep), load_external_data=False).graph.input[0].name
         float_acts = collect_activations(str(float_aug), make_reader(source, name, batch_size))
         qdq_acts = collect_activations(str(qdq_aug), make_reader(source, name, batch_size))
         errors = compute_activation_error(create_activation_matching(qdq_acts, float_acts))
-        graph = onnx.load(str(prep), load_external_data=False).graph
+        graph = onnx.load(str(prep), load_external_data=False).graph  # the same prep.onnx
     producer = {out: n for n in graph.node for out in n.output}
     sqnr = {t: e["xmodel_err"] for t, e in errors.items() if "xmodel_err" in e}
     rows = []

@@ -60,8 +60,7 @@ def default_ir_name(onnx_path: Path, fp16_weights: bool) -> str:
     """The IR name api.export_openvino gives a file by default: ``<stem>.xml`` for an INT8 (Q/DQ) file,
     ``<stem>_fp16.xml`` with FP16 weights, else ``<stem>_fp32.xml``."""
     from sa_deploy.api import derived_path
-    from sa_deploy.exporters.inspect import load_onnx
-    from sa_deploy.exporters.metadata import read_onnx_metadata
+    from sa_deploy.exporters.metadata import read_deploy_metadata
 
-    int8 = read_onnx_metadata(load_onnx(onnx_path)).get("precision") == "int8"
+    int8 = read_deploy_metadata(onnx_path).precision == "int8"
     return derived_path(onnx_path, "" if int8 else ("fp16" if fp16_weights else "fp32"), suffix=".xml").name

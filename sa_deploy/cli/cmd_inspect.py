@@ -110,11 +110,13 @@ def _inspect_artifact(args: argparse.Namespace, backend) -> int:
     console.print(f"[bold]{escape(head)}[/bold]")
     for line in rest:
         console.print(line, markup=False)
-    try:
-        cfg = json.loads(info.metadata.get("preprocess", "null"))
-        console.print(f"  preprocessing (from its metadata): {_describe(cfg)}" if isinstance(cfg, dict) else
+    from sa_deploy.models.deploy_metadata import parse_preprocess
+
+    try:  # the metadata as stored (inspect shows it whole); its preprocessing parsed as every reader parses it
+        cfg = parse_preprocess(info.metadata.get("preprocess"), args.file.name)
+        console.print(f"  preprocessing (from its metadata): {_describe(cfg.to_dict())}" if cfg is not None else
                       "  preprocessing: none in the file", markup=False)
-    except (ValueError, KeyError, TypeError):
+    except SADeployError:
         console.print("  preprocessing: damaged sa_deploy.preprocess metadata", markup=False)
     return _print_ops_and_config(info)
 

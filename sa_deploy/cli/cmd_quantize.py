@@ -115,18 +115,17 @@ def pytorch_weights_flags(onnx_path: Path) -> str | None:
     """The ``--model NAME --pretrained`` / ``--model NAME --checkpoint CKPT`` flags that rebuild the PyTorch model an
     sa-deploy ONNX file was exported from, read from its metadata (``--pretrained`` when its checkpoint hash is that
     of the embedded weights); None for a model sa-deploy cannot rebuild (a user's module, random init, not ours)."""
-    import onnx
-
-    from sa_deploy.exporters.metadata import read_onnx_metadata
+    from sa_deploy.errors import SADeployError
+    from sa_deploy.exporters.metadata import read_deploy_metadata
     from sa_deploy.models.registry import embedded_models, list_models, pretrained_path
     from sa_deploy.util.hashing import file_sha256
 
     try:
-        meta = read_onnx_metadata(onnx.load(str(onnx_path), load_external_data=False))
-    except Exception:  # noqa: BLE001 - quantize has read it already; a hint is not worth an error
+        meta = read_deploy_metadata(onnx_path)
+    except SADeployError:  # quantize has read it already; a hint is not worth an error
         return None
-    name, sha = meta.get("model", ""), meta.get("checkpoint_sha256", "")
-    if name not in list_models() or meta.get("model_source", f"registry {name}") != f"registry {name}":
+    name, sha = meta.model or "", meta.checkpoint_sha256 or ""
+    if name not in list_models() or (meta.model_source or f"registry {name}") != f"registry {name}":
         return None
     if name in embedded_models() and sha == file_sha256(pretrained_path(name)):
         return f"--model {name} --pretrained"

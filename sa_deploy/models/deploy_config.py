@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from sa_deploy.errors import SADeployError
+from sa_deploy.models.preprocess_resolver import resolve_model
 from sa_deploy.models.preprocessing import PreprocessConfig
 from sa_deploy.util.hashing import file_sha256
 
@@ -46,16 +47,18 @@ def attach(model: nn.Module, config: DeployConfig) -> nn.Module:
 def deploy_config_of(model: nn.Module, preprocess: PreprocessConfig | None = None,
                      name: str | None = None) -> DeployConfig:
     """The model's DeployConfig; ``preprocess`` / ``name`` override it or stand in when the model has none (any
-    nn.Module: named after its class unless ``name`` is given, its source recorded as ``module <package.Class>``)."""
+    nn.Module: named after its class unless ``name`` is given, its source recorded as ``module <package.Class>``).
+    The preprocessing is decided by the one resolver (models.preprocess_resolver.resolve_model)."""
     cfg = getattr(model, ATTRIBUTE, None)
+    resolved = resolve_model(cfg.preprocess if cfg is not None else None, preprocess).config
+    if resolved is None:
+        raise SADeployError(f"{type(model).__name__} carries no deploy config: build it with create_model() or "
+                            "pass preprocess=PreprocessConfig(...)")
     if cfg is None:
-        if preprocess is None:
-            raise SADeployError(f"{type(model).__name__} carries no deploy config: build it with create_model() or "
-                                "pass preprocess=PreprocessConfig(...)")
         cls = type(model)
-        cfg = DeployConfig(name or cls.__name__, preprocess, source=f"module {cls.__module__}.{cls.__qualname__}")
-    if preprocess is not None:
-        cfg = replace(cfg, preprocess=preprocess)
+        cfg = DeployConfig(name or cls.__name__, resolved, source=f"module {cls.__module__}.{cls.__qualname__}")
+    elif resolved is not cfg.preprocess:
+        cfg = replace(cfg, preprocess=resolved)
     if name is not None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
             raise SADeployError(f"model name {name[:60]!r} cannot name a file: use letters, digits, '_', '.', '-'")

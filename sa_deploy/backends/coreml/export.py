@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from sa_deploy.errors import SADeployError
-from sa_deploy.exporters.metadata import PREFIX, deploy_config, weights_sha256
+from sa_deploy.exporters.metadata import deploy_metadata, weights_sha256
 from sa_deploy.models.deploy_config import DeployConfig, deploy_config_of
+from sa_deploy.models.deploy_metadata import PREFIX, DeployMetadata
 from sa_deploy.rewrite import lower_model
 from sa_deploy.util.atomic import atomic_path
 from sa_deploy.util.optional import require
@@ -155,8 +156,9 @@ def export_coreml(model: nn.Module, path: str | Path, lowering: str = "fold", pr
              "weights_sha256": weights_sha256(model)}
     if precision == "palettize":
         extra["palettize_bits"] = palettize_bits
-    config = deploy_config(deploy, lowering, precision, extra)
-    mlmodel.user_defined_metadata.update({PREFIX + k: v for k, v in sorted(config.items())})
+    meta = deploy_metadata(deploy, lowering, precision, extra)
+    write_coreml_metadata(mlmodel, meta)
+    config = meta.to_strings()
     mlmodel.short_description = f"{config['model']} ({lowering} lowering, {precision}) by sa-deploy"
     with atomic_path(path, owned=is_sa_deploy_mlpackage) as tmp:
         mlmodel.save(str(tmp))
@@ -164,6 +166,12 @@ def export_coreml(model: nn.Module, path: str | Path, lowering: str = "fold", pr
     size_bytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return CoreMLExport(path, config["model"], lowering, precision, size, target_name, image_input, classifier,
                         size_bytes, seconds, op_histogram(mlmodel.get_spec()), config)
+
+
+def write_coreml_metadata(mlmodel: Any, meta: DeployMetadata) -> None:
+    """The CoreML writer: ``meta`` as the model's user metadata ``sa_deploy.<key>`` (sorted by key); the reader is
+    mil_reader.read_mlpackage_metadata (no coremltools model load)."""
+    mlmodel.user_defined_metadata.update({PREFIX + k: v for k, v in sorted(meta.to_strings().items())})
 
 
 def is_sa_deploy_mlpackage(path: Path) -> bool:
@@ -178,8 +186,8 @@ def is_sa_deploy_mlpackage(path: Path) -> bool:
 
 
 def read_coreml_metadata(path: str | Path) -> dict[str, str]:
-    """The ``sa_deploy.*`` deploy config of a saved .mlpackage (read from its spec; no coremltools model load)."""
+    """The ``sa_deploy.*`` deploy config of a saved .mlpackage in its stored string form (read from its spec; no
+    coremltools model load). Typed: mil_reader.read_mlpackage_metadata."""
     from sa_deploy.backends.coreml.mil_reader import read_mlpackage
 
-    meta = read_mlpackage(path).metadata
-    return {k[len(PREFIX):]: v for k, v in meta.items() if k.startswith(PREFIX)}
+    return read_mlpackage(path).sa_deploy_strings

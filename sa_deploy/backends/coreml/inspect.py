@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sa_deploy.backends.coreml.mil_reader import check_mlpackage, dtype_name
+from sa_deploy.models.deploy_metadata import PREFIX
 from sa_deploy.util.optional import require
 
-PREFIX = "sa_deploy."
 NOT_WEIGHTS = ("INT32", "INT64", "UINT32", "UINT64", "BOOL", "STRING")
 
 
@@ -65,12 +65,12 @@ def inspect_mlpackage(path: str | Path) -> MLPackageInfo:
                     for d in tensor.dimensions:
                         count *= int(d.constant.size) if d.WhichOneof("dimension") == "constant" else 1
                     parameters += count
-    user = dict(spec.description.metadata.userDefined)
+    user = package.metadata
     return MLPackageInfo(
         Path(path), _package_size(Path(path)), len(ops), fn.opset, int(spec.specificationVersion),
         [_feature(f) for f in spec.description.input], [_feature(f) for f in spec.description.output],
         dict(Counter(op.type for op in ops).most_common()), dict(precisions.most_common()), parameters,
-        {k[len(PREFIX):]: v for k, v in sorted(user.items()) if k.startswith(PREFIX)},
+        dict(sorted(package.sa_deploy_strings.items())),
         {k: v for k, v in sorted(user.items()) if not k.startswith(PREFIX)})
 
 

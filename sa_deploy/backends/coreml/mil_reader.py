@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from sa_deploy.errors import SADeployError
+from sa_deploy.models.deploy_metadata import PREFIX, DeployMetadata
 from sa_deploy.util.optional import require
 
 # MIL DataType enum name -> (numpy storage dtype, bits); sub-byte types are unpacked to one element per uint8/int8
@@ -88,7 +89,17 @@ class MLPackage:
 
     @property
     def metadata(self) -> dict[str, str]:
+        """All user metadata of the model description (sa-deploy's ``sa_deploy.*`` keys and the author's)."""
         return dict(self.spec.description.metadata.userDefined)
+
+    @property
+    def sa_deploy_strings(self) -> dict[str, str]:
+        """The stored string form of the ``sa_deploy.*`` user metadata (keys without the prefix)."""
+        return {k[len(PREFIX):]: v for k, v in self.metadata.items() if k.startswith(PREFIX)}
+
+    def deploy_metadata(self) -> DeployMetadata:
+        """The CoreML reader: the package's deploy metadata, typed (a damaged value: one line naming the package)."""
+        return DeployMetadata.from_strings(self.sa_deploy_strings, self.path.name)
 
 
 def _regular_file(path: Path, what: str, limit: int) -> Path:
@@ -147,6 +158,11 @@ def read_mlpackage(path: str | Path) -> MLPackage:
     if not spec.description.input or not spec.description.output:
         raise MLPackageError(f"{name}: the model declares no input or no output")
     return MLPackage(root, spec, spec_file.parent / "weights")
+
+
+def read_mlpackage_metadata(path: str | Path) -> DeployMetadata:
+    """The deploy metadata of a saved .mlpackage (read from its spec: nothing compiled or loaded by coremltools)."""
+    return read_mlpackage(path).deploy_metadata()
 
 
 def check_mlpackage(path: str | Path) -> MLPackage:

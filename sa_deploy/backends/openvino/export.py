@@ -17,7 +17,8 @@ from sa_deploy.backends.openvino.device import import_openvino, ov_error
 from sa_deploy.backends.openvino.inspect import RT_INFO_KEY
 from sa_deploy.errors import SADeployError
 from sa_deploy.exporters.inspect import load_onnx
-from sa_deploy.exporters.metadata import read_onnx_metadata
+from sa_deploy.exporters.metadata import onnx_metadata
+from sa_deploy.models.deploy_metadata import DeployMetadata
 from sa_deploy.models.preprocessing import PreprocessConfig
 from sa_deploy.util.atomic import atomic_path, check_writable
 from sa_deploy.util.hashing import file_sha256
@@ -53,8 +54,8 @@ def convert_onnx(onnx_path: str | Path, out: str | Path, fp16_weights: bool = Fa
     onnx_path, out = Path(onnx_path), Path(out)
     if out.suffix != ".xml":
         raise SADeployError(f"an OpenVINO IR is written as NAME.xml (+ NAME.bin), got {out.name}")
-    meta = read_onnx_metadata(load_onnx(onnx_path))
-    precision = ir_precision(meta.get("precision", "fp32"), fp16_weights)
+    meta = onnx_metadata(load_onnx(onnx_path), onnx_path.name)
+    precision = ir_precision(meta.precision or "fp32", fp16_weights)
     check_ir_output(out)  # before the conversion, not after it
     start = time.perf_counter()
     try:
@@ -62,17 +63,23 @@ def convert_onnx(onnx_path: str | Path, out: str | Path, fp16_weights: bool = Fa
     except Exception as exc:  # OpenVINO raises its own exception types for unsupported graphs
         raise SADeployError(f"OpenVINO cannot convert {onnx_path.name}: {ov_error(exc)}") from None
     if preprocess is not None:
-        meta["preprocess"] = preprocess.to_json()
-        meta.setdefault("model", onnx_path.stem)
-    config = {**meta, "format": "openvino", "precision": precision, "source_onnx_sha256": file_sha256(onnx_path),
-              "openvino_version": ov.__version__.split("-")[0]}
-    for key, value in sorted(config.items()):
-        model.set_rt_info(str(value), [RT_INFO_KEY, key])
+        meta = meta.replace(preprocess=preprocess, model=meta.model if meta.model is not None else onnx_path.stem)
+    meta = meta.with_strings({"format": "openvino", "precision": precision,
+                              "source_onnx_sha256": file_sha256(onnx_path),
+                              "openvino_version": ov.__version__.split("-")[0]})
+    write_ir_metadata(model, meta)
+    config = meta.to_strings()
     _save_atomic(ov, model, out, compress_to_fp16=precision == "fp16")
     ops = Counter(op.get_type_name() for op in model.get_ordered_ops())
     size = out.stat().st_size + out.with_suffix(".bin").stat().st_size
     return OpenVINOExport(out, precision, onnx_path, size, time.perf_counter() - start, dict(ops.most_common()),
                           config)
+
+
+def write_ir_metadata(model, meta: DeployMetadata) -> None:
+    """The OpenVINO writer: ``meta`` into an ov.Model's rt_info under ``sa_deploy`` (one entry per key, sorted)."""
+    for key, value in sorted(meta.to_strings().items()):
+        model.set_rt_info(str(value), [RT_INFO_KEY, key])
 
 
 def owned_ir_file(path: Path) -> bool:

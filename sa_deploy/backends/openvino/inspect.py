@@ -9,8 +9,9 @@ from pathlib import Path
 
 from sa_deploy.backends.openvino.device import import_openvino, ov_error
 from sa_deploy.errors import SADeployError
+from sa_deploy.models.deploy_metadata import DeployMetadata
 
-RT_INFO_KEY = "sa_deploy"
+RT_INFO_KEY = "sa_deploy"  # the IR's deploy metadata: rt_info <sa_deploy><KEY value="..."/>...</sa_deploy>
 
 
 @dataclass
@@ -91,13 +92,24 @@ def check_ir_image_input(model, name: str, input_size: int | None = None) -> Non
 
 
 def metadata_of(model) -> dict[str, str]:
+    """The stored string form of an ov.Model's ``sa_deploy`` rt_info (empty if it has none)."""
     if not model.has_rt_info([RT_INFO_KEY]):
         return {}
     return {k: v.astype(str) for k, v in model.get_rt_info()[RT_INFO_KEY].items()}
 
 
+def ir_metadata(model, where: str = "the IR") -> DeployMetadata:
+    """The OpenVINO reader: an ov.Model's deploy metadata, typed (a damaged value: one line naming ``where``)."""
+    return DeployMetadata.from_strings(metadata_of(model), where)
+
+
+def read_ir_deploy_metadata(path: str | Path) -> DeployMetadata:
+    """The deploy metadata of an IR file (read and checked by ``read_ir``)."""
+    return ir_metadata(read_ir(path), Path(path).name)
+
+
 def read_ir_metadata(path: str | Path) -> dict[str, str]:
-    """The ``sa_deploy`` deploy config in an IR's rt_info (empty if it has none)."""
+    """The ``sa_deploy`` deploy config in an IR's rt_info, in its stored string form (empty if it has none)."""
     return metadata_of(read_ir(path))
 
 

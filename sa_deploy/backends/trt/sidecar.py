@@ -14,6 +14,7 @@ from typing import Any
 
 from sa_deploy import __version__
 from sa_deploy.errors import SADeployError
+from sa_deploy.models.deploy_metadata import DeployMetadata
 from sa_deploy.util.atomic import atomic_path
 from sa_deploy.util.hashing import bytes_sha256
 
@@ -79,6 +80,15 @@ class Sidecar:
         defaults = {"deploy_config": {}, "typing": "", "source_onnx": {}, "build_seconds": 0.0, "built_at": ""}
         return cls(**{**defaults, **{k: v for k, v in data.items() if k in known}})
 
+    def metadata(self, where: str = "the sidecar") -> DeployMetadata:
+        """The TensorRT reader: the engine's deploy metadata, typed: the ONNX file's it was built from, with the
+        engine's own precision (a damaged value: one line naming ``where``)."""
+        if not isinstance(self.deploy_config, dict):
+            raise SADeployError(f"{where} has a damaged deploy_config (not a JSON object); rebuild the engine with "
+                                "`sa-deploy build`")
+        return DeployMetadata.from_strings({**{k: str(v) for k, v in self.deploy_config.items()},
+                                            "precision": self.precision}, where)
+
     @property
     def batch_range(self) -> tuple[int, int]:
         return int(self.profile["min"][0]), int(self.profile["max"][0])
@@ -101,9 +111,13 @@ class Sidecar:
                           "(same compute capability); rebuild for best speed", stacklevel=2)
 
 
-def make_sidecar(*, deploy_config: dict[str, str], trt_version: str, gpu: dict[str, Any], precision: str,
-                 typing: str, profile: Profile, onnx_sha256: str, onnx_path: str, engine_sha256: str,
+def make_sidecar(*, deploy_config: DeployMetadata | dict[str, str], trt_version: str, gpu: dict[str, Any],
+                 precision: str, typing: str, profile: Profile, onnx_sha256: str, onnx_path: str, engine_sha256: str,
                  build_seconds: float, options: dict[str, Any] | None = None) -> Sidecar:
+    """The TensorRT writer's half: ``deploy_config`` (the source ONNX file's metadata, typed or in its stored string
+    form) is kept in the sidecar's ``deploy_config`` object as strings; ``write_engine`` writes it."""
+    if isinstance(deploy_config, DeployMetadata):
+        deploy_config = deploy_config.to_strings()
     return Sidecar(dict(deploy_config), trt_version, dict(gpu), precision, typing, profile.to_dict(),
                    {"path": onnx_path, "sha256": onnx_sha256}, engine_sha256, round(build_seconds, 2),
                    datetime.now(timezone.utc).isoformat(timespec="seconds"), options=dict(options or {}))
@@ -149,3 +163,9 @@ def read_sidecar(engine: str | Path) -> Sidecar:
     if not isinstance(data, dict):
         raise SADeployError(f"{path.name} is not a sidecar (a JSON object); rebuild with `sa-deploy build`")
     return Sidecar.from_dict(data, path.name)
+
+
+def read_sidecar_metadata(engine: str | Path) -> DeployMetadata:
+    """The deploy metadata of an engine, from its sidecar (``read_sidecar``: one-line errors for a missing or
+    damaged one)."""
+    return read_sidecar(engine).metadata(sidecar_path(engine).name)
