@@ -444,9 +444,7 @@ def _fallback_over_budget(ref: Reference, report, artifacts: list[Path], source,
                           cache_dir: str | Path | None, batch_size: int, progress: bool, threads: int | None,
                           preprocess: PreprocessOverrides | dict | None = None) -> None:
     """Re-quantize each INT8 artifact of ``report`` over budget; add the fixed artifact's row."""
-    import onnx
-
-    from sa_deploy.exporters.metadata import read_onnx_metadata
+    from sa_deploy.exporters.metadata import read_deploy_metadata
     from sa_deploy.util.hashing import file_sha256
     from sa_deploy.validate.accuracy import artifact_precision, predict, score
 
@@ -460,7 +458,7 @@ def _fallback_over_budget(ref: Reference, report, artifacts: list[Path], source,
         path = next(a for a in artifacts if a.name == row.name)
         if row.passed or row.precision != "int8":
             continue
-        src_sha = read_onnx_metadata(onnx.load(str(path), load_external_data=False)).get("source_onnx_sha256")
+        src_sha = read_deploy_metadata(path).source_onnx_sha256
         fp32 = fp32_by_sha.get(src_sha or "")
         if fp32 is None:
             raise SADeployError(f"auto-fallback: pass the FP32 ONNX that {path.name} was quantized from among "
@@ -489,15 +487,13 @@ def int8_fallback(reference: nn.Module | str | Path | Reference, fp32_onnx: str 
     import json
     import warnings
 
-    import onnx
-
     from sa_deploy.calibration.sensitivity import auto_fallback
-    from sa_deploy.exporters.metadata import read_onnx_metadata
+    from sa_deploy.exporters.metadata import read_deploy_metadata
     from sa_deploy.validate.accuracy import predict, topk_accuracy
 
     int8_onnx = Path(int8_onnx)
     ref = reference_for(reference, preprocess, (int8_onnx,))
-    meta = read_onnx_metadata(onnx.load(str(int8_onnx), load_external_data=False))
+    meta = read_deploy_metadata(int8_onnx).to_strings()  # the checked loader, the one metadata reader
     eval_src = _source(data, ref.preprocess, num)
     with ref.runner() as reference_runner:
         ref_pred = predict(reference_runner, eval_src, desc=ref.name)

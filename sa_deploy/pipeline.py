@@ -308,7 +308,7 @@ def _build_artifacts(plan: RunPlan, model, calib, out: Path, stages: Stages, art
 
     for name in plan.disabled_runtimes():
         stages.skip(get_backend(name).stage_group or name, "disabled in the plan")
-    context = BuildContext(model, calib, out / "calib_cache", calib_num=min(256, len(calib)))
+    context = BuildContext(model, calib, out / "calib_cache", calib_num=min(256, len(calib)) if calib else 0)
     built: dict[str, Artifact] = {}
     unavailable: dict[str, str | None] = {}
     for spec in plan.artifacts(model.deploy_config.name, has_sa_gate=bool(count_sa_layers(model))):

@@ -99,12 +99,13 @@ class BackendManager:
         """Whether this backend writes files named like ``path`` (an artifact or a companion file)."""
         return self.owns(path) or path.suffix in self.companion_suffixes
 
-    def metadata(self, path: Path) -> dict[str, str]:
-        """The deploy metadata the artifact carries (``sa_deploy.*`` keys without the prefix); {} if none."""
+    def metadata(self, path: Path) -> Any:
+        """The deploy metadata the artifact carries: a ``models.deploy_metadata.DeployMetadata`` read by its
+        container's one reader (a mapping of the ``sa_deploy.*`` strings will do for a simple runtime)."""
         return {}
 
     def precision_of(self, path: Path) -> str:
-        return self.metadata(path).get("precision", "fp32")
+        return self.metadata(path).get("precision") or "fp32"
 
     def files_of(self, path: Path) -> list[Path]:
         """The artifact and its companion files (what a size, a copy or a cleanup covers)."""

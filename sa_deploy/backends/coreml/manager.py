@@ -7,8 +7,6 @@ from typing import Any
 from sa_deploy.backends.manager import ArtifactSpec, BackendManager, BuildContext
 from sa_deploy.util.optional import missing
 
-PREFIX = "sa_deploy."
-
 
 class CoreMLManager(BackendManager):
     name = "coreml"
@@ -22,11 +20,10 @@ class CoreMLManager(BackendManager):
     def owns(self, path: Path) -> bool:  # a package under another name is still a package
         return path.suffix in self.suffixes or (path.is_dir() and (path / "Manifest.json").is_file())
 
-    def metadata(self, path: Path) -> dict[str, str]:
-        from sa_deploy.backends.coreml.mil_reader import read_mlpackage
+    def metadata(self, path: Path) -> Any:
+        from sa_deploy.backends.coreml.mil_reader import read_mlpackage_metadata
 
-        meta = read_mlpackage(path).metadata
-        return {k[len(PREFIX):]: v for k, v in meta.items() if k.startswith(PREFIX)}
+        return read_mlpackage_metadata(path)
 
     def check(self, path: Path, input_size: int | None = None, num_classes: int | None = None) -> None:
         from sa_deploy.backends.coreml.mil_reader import check_mlpackage

@@ -19,10 +19,10 @@ class OpenVINOManager(BackendManager):
     def is_available(self) -> str | None:
         return missing("openvino", "openvino")
 
-    def metadata(self, path: Path) -> dict[str, str]:
-        from sa_deploy.backends.openvino.inspect import read_ir_metadata
+    def metadata(self, path: Path) -> Any:
+        from sa_deploy.backends.openvino.inspect import read_ir_deploy_metadata
 
-        return read_ir_metadata(path)
+        return read_ir_deploy_metadata(path)
 
     def check(self, path: Path, input_size: int | None = None, num_classes: int | None = None) -> None:
         from sa_deploy.backends.openvino.inspect import check_ir_image_input, read_ir
@@ -43,14 +43,13 @@ class OpenVINOManager(BackendManager):
         """An INT8 IR is judged by this CPU's kernels; its twin is the Q/DQ ONNX it was converted from, emulated
         (found beside it by the SHA-256 its rt_info records)."""
         meta = self.metadata(path)
-        if meta.get("precision") != "int8":
+        if meta.precision != "int8":
             return None
-        sha = meta.get("source_onnx_sha256")
+        sha = meta.source_onnx_sha256
         candidates = [path.with_suffix(".onnx")] + sorted(path.parent.glob("*.onnx"))
         source = next((c for c in candidates if sha and c.is_file() and file_sha256(c) == sha), None)
-        bits = meta.get("int8_weight_bits")
-        return Int8Plan({}, "kernels", (source, {"qdq_emulation": True}) if source else None,
-                        meta.get("int8_flavour"), int(bits) if bits and bits.isdigit() else None)
+        return Int8Plan({}, "kernels", (source, {"qdq_emulation": True}) if source else None, meta.int8_flavour,
+                        meta.int8_weight_bits)
 
     def build(self, spec: ArtifactSpec, source: Path | None, context: BuildContext) -> dict[str, Any]:
         """An IR from an ONNX artifact (FP32, FP16-compressed weights, INT8 from a Q/DQ file); a row that runs an
@@ -62,16 +61,8 @@ class OpenVINOManager(BackendManager):
                 raise SkipArtifact("this CPU reports no bf16")
             return {}
         from sa_deploy.backends.openvino.export import convert_onnx
-        from sa_deploy.exporters.metadata import preprocess_from_metadata
+        from sa_deploy.exporters.metadata import read_deploy_metadata
 
-        cfg = preprocess_from_metadata(self._onnx_metadata(source), source.name)
+        cfg = read_deploy_metadata(source).preprocess
         convert_onnx(source, spec.path, bool(spec.options.get("fp16_weights")), cfg)
         return {}
-
-    @staticmethod
-    def _onnx_metadata(path: Path) -> dict[str, str]:
-        import onnx
-
-        from sa_deploy.exporters.metadata import read_onnx_metadata
-
-        return read_onnx_metadata(onnx.load(str(path), load_external_data=False))

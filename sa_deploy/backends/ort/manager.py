@@ -17,12 +17,10 @@ class OnnxRuntimeManager(BackendManager):
     def is_available(self) -> str | None:
         return missing("onnxruntime", "dev")
 
-    def metadata(self, path: Path) -> dict[str, str]:
-        import onnx
+    def metadata(self, path: Path) -> Any:
+        from sa_deploy.exporters.metadata import read_deploy_metadata
 
-        from sa_deploy.exporters.metadata import read_onnx_metadata
-
-        return read_onnx_metadata(onnx.load(str(path), load_external_data=False))
+        return read_deploy_metadata(path)
 
     def check(self, path: Path, input_size: int | None = None, num_classes: int | None = None) -> None:
         """``load_onnx`` passes, one (N, 3, S, S) image input of the data's size, ``num_classes`` logits when the
@@ -50,16 +48,14 @@ class OnnxRuntimeManager(BackendManager):
     def int8_plan(self, path: Path) -> Int8Plan | None:
         """A Q/DQ file: the tensorrt flavour is judged by the float Q/DQ emulation (int32, TensorRT's numerics) with
         this CPU's kernels as its twin; any other Q/DQ file by this CPU's kernels, with the emulation as twin."""
-        import onnx
+        from sa_deploy.exporters.inspect import load_onnx
+        from sa_deploy.exporters.metadata import onnx_metadata
 
-        from sa_deploy.exporters.metadata import read_onnx_metadata
-
-        model = onnx.load(str(path), load_external_data=False)
-        meta = read_onnx_metadata(model)
-        if meta.get("precision") != "int8" and not any(n.op_type == "DequantizeLinear" for n in model.graph.node):
+        model = load_onnx(path)
+        meta = onnx_metadata(model, path.name)
+        if meta.precision != "int8" and not any(n.op_type == "DequantizeLinear" for n in model.graph.node):
             return None
-        flavour, bits = meta.get("int8_flavour"), meta.get("int8_weight_bits")
-        bits = int(bits) if bits and bits.isdigit() else None
+        flavour, bits = meta.int8_flavour, meta.int8_weight_bits
         emulate: dict[str, Any] = {"qdq_emulation": True}
         if flavour == "tensorrt":
             return Int8Plan(emulate, "emulation", (path, {}), flavour, bits)

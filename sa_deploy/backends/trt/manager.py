@@ -33,11 +33,10 @@ class TensorRTManager(BackendManager):
         sidecar = sidecar_path(path)
         return [path] + ([sidecar] if sidecar.is_file() else [])
 
-    def metadata(self, path: Path) -> dict[str, str]:
-        from sa_deploy.backends.trt.sidecar import read_sidecar
+    def metadata(self, path: Path) -> Any:
+        from sa_deploy.backends.trt.sidecar import read_sidecar_metadata
 
-        sidecar = read_sidecar(path)
-        return {**{k: str(v) for k, v in sidecar.deploy_config.items()}, "precision": sidecar.precision}
+        return read_sidecar_metadata(path)
 
     def owned_output(self, path: Path) -> bool:
         from sa_deploy.backends.trt.sidecar import owned_engine
