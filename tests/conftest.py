@@ -25,3 +25,31 @@ def sample():
     from sa_deploy.data.resolve import resolve_labeled_data
 
     return resolve_labeled_data("embedded")
+
+
+class _Lazy(dict):
+    """A read-only-by-convention dict whose values are made on first access, once per session (a module that
+    asks only for ``["fold"]`` pays for that export alone)."""
+
+    def __init__(self, make) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, key):
+        value = self[key] = self._make(key)
+        return value
+
+
+@pytest.fixture(scope="session")
+def exported_cifar(tmp_path_factory):
+    """sa_resnet_cifar with its embedded weights, the file ``sa-deploy export --model sa_resnet_cifar --pretrained``
+    writes (onnxsim; parity is not re-checked here, the export tests do that): ``exported_cifar["fold"]`` /
+    ``["reshape-transpose"]`` is the FP32 ONNX path, made on first use once per session in one session folder.
+    Shared: a test that writes next to, overwrites, corrupts or deletes a file copies it into its own folder first
+    (``shutil.copy(exported_cifar["fold"], tmp_path)``)."""
+    from sa_deploy import api
+    from sa_deploy.models import create_model
+
+    folder = tmp_path_factory.mktemp("exported_cifar")
+    model = create_model("sa_resnet_cifar", pretrained=True)
+    return _Lazy(lambda lowering: api.export(model, folder, lowering=lowering, parity=False).export.path)

@@ -67,12 +67,10 @@ def _one_error(capsys, command: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> Path:
-    """sa_resnet_cifar with its embedded weights, exported (fold) by the CLI."""
-    out = tmp_path_factory.mktemp("cli")
-    assert main(["export", "--model", "sa_resnet_cifar", "--pretrained", "--no-parity", "--no-simplify",
-                 "--out", str(out)]) == 0
-    return out / "sa_resnet_cifar_fold.onnx"
+def exported(exported_cifar) -> Path:
+    """sa_resnet_cifar with its embedded weights, exported (fold): the session's shared file (every command here
+    writes into its own tmp_path)."""
+    return exported_cifar["fold"]
 
 
 # (2) one --out rule for every command

@@ -55,10 +55,8 @@ def folders(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx")
-    assert main(["export", "--model", "sa_resnet_cifar", "--pretrained", "--out", str(out), "--no-parity"]) == 0
-    return out / "sa_resnet_cifar_fold.onnx"
+def onnx_model(exported_cifar):
+    return exported_cifar["fold"]  # the session's shared export (read only here)
 
 
 # --- the embedded sample -----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +41,11 @@ def model(trained_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def fp32_onnx(model, work):
-    return export_onnx(model, work / "m_fold.onnx", "fold").path
+def fp32_onnx(model, work, request):
+    if os.environ.get("SA_DEPLOY_PRECISION_CHECKPOINT"):  # another checkpoint: its own export
+        return export_onnx(model, work / "m_fold.onnx", "fold").path
+    # the embedded weights: a copy of the session's export (tests here write beside it)
+    return Path(shutil.copy(request.getfixturevalue("exported_cifar")["fold"], work / "m_fold.onnx"))
 
 
 @pytest.fixture(scope="module")

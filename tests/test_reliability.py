@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -20,10 +21,11 @@ from sa_deploy.validate.parity import compare
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """An sa-deploy export of the embedded sa_resnet_cifar, and a tiny labeled .npz."""
+def exported(exported_cifar, tmp_path_factory):
+    """An sa-deploy export of the embedded sa_resnet_cifar, and a tiny labeled .npz; a copy of the session's export
+    in this module's own folder (a test here re-exports into it)."""
     tmp = tmp_path_factory.mktemp("rel")
-    assert main(["export", "--model", "sa_resnet_cifar", "--pretrained", "--no-simplify", "--out", str(tmp)]) == 0
+    shutil.copy(exported_cifar["fold"], tmp / "sa_resnet_cifar_fold.onnx")
     rs = np.random.RandomState(0)
     np.savez(tmp / "val.npz", images=rs.randint(0, 255, (8, 32, 32, 3), dtype=np.uint8), labels=np.arange(8) % 10)
     return tmp / "sa_resnet_cifar_fold.onnx", tmp / "val.npz"

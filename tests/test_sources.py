@@ -59,13 +59,8 @@ def test_only_corrupt_files_is_an_error(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def small_onnx(tmp_path_factory):
-    from sa_deploy.exporters.onnx import export_onnx
-    from sa_deploy.models import create_model
-
-    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
-    export_onnx(create_model("sa_resnet_cifar"), path, "fold", simplify=False)
-    return path
+def small_onnx(exported_cifar):
+    return exported_cifar["fold"]  # the session's shared export (read only here: quantize writes to --out)
 
 
 @pytest.mark.parametrize("layout", ["empty", "no-images", "empty-classes", "missing", "bad-npz"])
