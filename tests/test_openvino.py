@@ -2,7 +2,9 @@
 parity at each precision's tolerance, the deploy config in rt_info, the bf16 hint, inspect, and clear errors."""
 from __future__ import annotations
 
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,9 +29,9 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def onnx_files(model, tmp_path_factory):
+def onnx_files(exported_cifar, tmp_path_factory):
     work = tmp_path_factory.mktemp("openvino")
-    fp32 = api.export(model, work, parity=False).export.path
+    fp32 = Path(shutil.copy(exported_cifar["fold"], work))  # a copy of the session's export: IRs are written beside it
     calib = ArraySource([random_inputs(32, 16, seed=s) for s in range(4)])
     int8 = quantize_int8(fp32, work / "m_int8_cpu.onnx", calib, "minmax", "cpu").path
     return {"fp32": fp32, "int8": int8, "work": work}
