@@ -99,16 +99,21 @@ def test_convert_cli_inspect_and_errors(onnx_files, tmp_path, capsys):
 
 
 def test_without_openvino_stages_skip_and_runs_say_why(onnx_files, tmp_path, monkeypatch, capsys):
-    from sa_deploy.pipeline import Stages, _openvino_stage
+    from sa_deploy.models import create_model
+    from sa_deploy.pipeline import Stages, _build_artifacts
     from sa_deploy.plan import RunPlan
 
     ir = api.export_openvino(onnx_files["fp32"], parity=False).export.path
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     stages = Stages(log=lambda _: None)
     artifacts: list = []
-    _openvino_stage(RunPlan(), artifacts, stages, calib=None)
-    assert artifacts == [] and stages.records[0]["status"] == "skipped"
-    assert "pip install 'sa-deploy[openvino]'" in stages.records[0]["reason"]
+    plan = RunPlan(lowerings=["fold"], fp16=False, int8_flavours=[], coreml=False, tensorrt=False,
+                   out=str(tmp_path / "run"))
+    _build_artifacts(plan, create_model("sa_resnet_cifar", pretrained=True), None, tmp_path / "run", stages,
+                     artifacts)
+    assert [a.name for a in artifacts] == ["onnx-fold-fp32"]  # the ONNX export is built, no OpenVINO row
+    skipped = [r for r in stages.records if r["status"] == "skipped" and r["name"] == "OpenVINO IR"]
+    assert len(skipped) == 1 and "pip install 'sa-deploy[openvino]'" in skipped[0]["reason"]
     with pytest.raises(SADeployError, match=r"cannot run .*openvino not installed"):
         open_runner(ir)
     assert main(["inspect", str(ir)]) == 2
