@@ -172,8 +172,12 @@ def progress_note(plan: RunPlan, artifacts: list[Artifact]) -> str:
     done = [a.path.name for a in artifacts if a.status == "ok" and a.path is not None and a.path.exists()]
     failed = [a.name for a in artifacts if a.status != "ok"]
     made = {a.name for a in artifacts}
-    # what this machine can build (engines need TensorRT and a GPU; the bf16 row a bf16 CPU)
-    planned = [s.name for s in plan.artifacts() if s.backend not in ("tensorrt",) and s.name != "openvino-bf16"]
+    # what this machine can build: runtimes it cannot run are skipped stages, not missing artifacts (and the bf16
+    # row needs a bf16 CPU)
+    from sa_deploy.backends import get_backend
+
+    planned = [s.name for s in plan.artifacts() if s.name != "openvino-bf16"
+               and get_backend(s.backend).is_available() is None]
     if _gateless_cpu_qdq(artifacts) is not None:  # no SA gate: OpenVINO's INT8 comes from the cpu file itself
         planned = [n for n in planned if n != "onnx-int8-cpu-float-gate"]
     missing = failed + [n for n in planned if n not in made] + ["report"]
