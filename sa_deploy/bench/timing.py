@@ -8,7 +8,7 @@ medians (paired within a round, so slow drifts of the machine cancel)."""
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +19,7 @@ from sa_deploy.errors import SADeployError
 from sa_deploy.exporters.inspect import image_input, load_onnx
 from sa_deploy.exporters.metadata import onnx_metadata
 from sa_deploy.exporters.preprocess_flags import check_input_size_flag
-from sa_deploy.report.bench import check_benchmark_outputs, write_benchmark
+from sa_deploy.report.bench import BenchRow, check_benchmark_outputs, write_benchmark
 from sa_deploy.util.machine import machine_info
 
 
@@ -30,27 +30,6 @@ class Artifact:
     path: Path
     note: str = ""
     input_size: int | None = None  # the size to time it at when its graph has dynamic H/W (None: from metadata)
-
-
-@dataclass
-class BenchRow:
-    group: str
-    variant: str
-    batch: int
-    nodes: int
-    size_bytes: int
-    median_ms: float
-    p90_ms: float
-    throughput: float  # images per second at the median latency
-    vs_floor: float | None
-    vs_naive: float | None
-    rounds: int
-    samples: int
-    round_medians_ms: list[float] = field(default_factory=list)
-    runtime: str = "onnxruntime"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # runtime name -> (backend, runner options)

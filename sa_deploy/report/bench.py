@@ -2,8 +2,8 @@
 (``sa_deploy.bench.timing``)."""
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -11,8 +11,9 @@ from sa_deploy.report.render import owned_report_file
 from sa_deploy.util.atomic import check_writable, write_bytes_atomic
 
 
-class BenchRow(Protocol):
-    """What a table row needs (bench.timing.BenchRow has it); a Protocol, so report/ does not import bench/."""
+@dataclass
+class BenchRow:
+    """One timed (file, runtime, batch): what bench.timing measures and this module renders."""
 
     group: str
     variant: str
@@ -21,15 +22,16 @@ class BenchRow(Protocol):
     size_bytes: int
     median_ms: float
     p90_ms: float
-    throughput: float
+    throughput: float  # images per second at the median latency
     vs_floor: float | None
     vs_naive: float | None
     rounds: int
     samples: int
-    round_medians_ms: list[float]
-    runtime: str
+    round_medians_ms: list[float] = field(default_factory=list)
+    runtime: str = "onnxruntime"
 
-    def to_dict(self) -> dict: ...
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def _ratio(v: float | None) -> str:
