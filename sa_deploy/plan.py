@@ -37,6 +37,7 @@ class RunPlan:
     coreml: bool = True
     openvino: bool = True  # IR FP32, FP16 weights and INT8 (from the cpu-flavour Q/DQ ONNX) on the CPU plugin
     openvino_bf16: bool = True  # also run the FP32 IR with the bf16 hint, where the CPU has bf16
+    executorch: bool = True  # ExecuTorch .pte FP32 and INT8 (PT2E) on XNNPACK, where the executorch extra is installed
     coreml_precisions: list[str] = field(default_factory=lambda: ["fp16", "w8a8"])
     coreml_val_num: int | None = 1000  # off macOS CoreML runs in the numpy reference executor: all of the embedded
     # sample (1,000), a stratified 1,000 of a larger set

@@ -49,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="INT8 weight bits (default: cpu flavour 7, overflow-safe on every CPU; tensorrt 8)")
     p.add_argument("--no-coreml", action="store_false", dest="coreml", default=None)
     p.add_argument("--no-openvino", action="store_false", dest="openvino", default=None)
+    p.add_argument("--no-executorch", action="store_false", dest="executorch", default=None)
     p.add_argument("--no-tensorrt", action="store_false", dest="tensorrt", default=None)
     p.set_defaults(func=run)
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in ("model", "checkpoint", "data", "val", "calib", "labels",
                                                  "calib_num", "val_num",
                                                  "int8_method", "int8_weight_bits", "int8_max_drop", "coreml",
-                                                 "openvino", "tensorrt")}
+                                                 "openvino", "executorch", "tensorrt")}
     overrides["out"] = str(args.out.path) if args.out else None
     plan = load_plan(args.config, overrides)
     report = run_pipeline(plan, log=lambda s: console.print(s, markup=False))
