@@ -132,8 +132,8 @@ class RunPlan:
 
     def disabled_runtimes(self) -> list[str]:
         """The built-in runtimes this plan turns off (recorded as skipped stages)."""
-        return [n for n, on in (("coreml", self.coreml), ("openvino", self.openvino), ("tensorrt", self.tensorrt))
-                if not on]
+        return [n for n, on in (("coreml", self.coreml), ("openvino", self.openvino), ("tensorrt", self.tensorrt),
+                                ("executorch", self.executorch)) if not on]
 
     def apply(self, overrides: dict) -> "RunPlan":
         known = {f.name for f in fields(self)}
