@@ -356,7 +356,11 @@ def test_bench_writes_into_out_bench_not_the_projects_benchmarks(exported, tmp_p
     project.write_text("# sa-deploy benchmark: onnxruntime (CPU)\n\n## Findings (written by hand)\n")
     fast = ["--rounds", "1", "--iters", "1", "--batch", "1", "--runtimes", "onnxruntime"]
     assert main(["bench", str(exported), *fast]) == 0
-    assert "out/bench/RESULTS.md" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "out/bench/RESULTS.md" in printed
+    from sa_deploy.util.int8_kernels import cpu_int8_path
+
+    assert f"int8 kernels: {cpu_int8_path().instructions} -> {cpu_int8_path().accumulation}" in printed
     assert sorted(p.name for p in (tmp_path / "out" / "bench").iterdir()) == ["RESULTS.md", "latency.png",
                                                                            "results.json"]
     assert project.read_text().endswith("written by hand)\n") and len(list(project.parent.iterdir())) == 1

@@ -290,7 +290,10 @@ def test_validate_judges_each_file_by_its_target(quantized, tmp_path, capsys):
                "--no-progress", "--json", str(out), "--artifacts", str(quantized["cpu"]), str(quantized["tensorrt"])])
     printed = capsys.readouterr().out
     assert rc == 0
-    results = {Path(r["name"]).stem: r for r in json.loads(out.read_text())["results"]}
+    written = json.loads(out.read_text())
+    assert written["machine"]["int8_kernels"] == cpu_int8_path().line()  # the JSON says which kernels judged it
+    assert f"int8 kernels here: {cpu_int8_path().line()}" in printed
+    results = {Path(r["name"]).stem: r for r in written["results"]}
     cpu, trt = results["cpu"]["details"], results["tensorrt"]["details"]
     assert cpu["int8"]["judged_by"] == "kernels" and cpu["int8"]["path"] == cpu_int8_path().to_dict()
     assert cpu["runner"] == "onnxruntime" and cpu["int8"]["twin_path"]["accumulation"] == "float-emulation"

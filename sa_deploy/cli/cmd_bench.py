@@ -106,5 +106,8 @@ def run(args: argparse.Namespace) -> int:
                                  args.threads, progress=lambda m: console.print(m, style="dim"),
                                  runtimes=tuple(args.runtimes))
     print_rows(rows)
+    from sa_deploy.util.machine import machine_info
+
+    console.print(f"machine: {machine_info(args.threads)['summary']}", markup=False)  # the int8 path included
     console.print(f"wrote {report}")
     return 0

@@ -89,6 +89,10 @@ def _row(r, table: Table) -> None:
 
 def _print_int8(results) -> None:
     """Per INT8 artifact: the numerics it was judged by (kernel path), both drops, and the diagnosis if any."""
+    if any(r.details.get("int8") for r in results):
+        from sa_deploy.util.int8_kernels import cpu_int8_path
+
+        console.print(f"int8 kernels here: {cpu_int8_path().line()}", markup=False)
     for r in results:
         num = r.details.get("int8")
         if not num:
@@ -149,7 +153,9 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     _print_int8(report.results)
     if args.json:
-        write_json(args.json, report.to_dict())
+        from sa_deploy.util.machine import machine_info
+
+        write_json(args.json, {**report.to_dict(), "machine": machine_info(args.threads)})  # int8_kernels too
         console.print(f"report: {args.json}")
     report.raise_if_failed()
     return 0
