@@ -164,7 +164,9 @@ class RunPlan:
         for key in ("int8_max_drop", "fp16_max_drop"):
             if not math.isfinite(getattr(self, key)):
                 raise SADeployError(f"plan key '{key}' must be a finite number of points, got {getattr(self, key)}")
-        if self.int8_weight_bits not in (None, 7, 8):
+        from sa_deploy.calibration.int8 import WEIGHT_BITS
+
+        if self.int8_weight_bits is not None and self.int8_weight_bits not in WEIGHT_BITS:
             raise SADeployError(f"plan key 'int8_weight_bits' must be 7 or 8 (or null: each flavour's default), "
                                 f"got {self.int8_weight_bits}")
         if self.seed < 0:

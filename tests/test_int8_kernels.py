@@ -302,3 +302,12 @@ def test_validate_judges_each_file_by_its_target(quantized, tmp_path, capsys):
     for r in (cpu, trt):
         assert r["int8"]["kernel_drop"] is not None and r["int8"]["emulated_drop"] is not None
     assert "cpu.onnx: judged by onnxruntime's kernels" in printed and "tensorrt.onnx: judged by int32 Q/DQ" in printed
+
+
+def test_emulator_refuses_what_it_does_not_compute(tmp_path):
+    from sa_deploy.calibration.kernel_emulation import UnsupportedGraphError
+
+    model = onnx.load(str(tiny_qdq(tmp_path / "t.onnx")))
+    model.graph.node[6].op_type = "GlobalMaxPool"  # not in the emulated op set: refused, not approximated
+    with pytest.raises(UnsupportedGraphError, match="op GlobalMaxPool: not one of the emulated ops"):
+        QdqEmulator(model, INT32).run(inputs(2))

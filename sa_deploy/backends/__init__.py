@@ -52,11 +52,6 @@ def output_backend(path: str | Path) -> BackendManager | None:
     return next((m for m in BACKENDS.values() if m.owns_output(p)), None)
 
 
-def artifact_suffixes() -> tuple[str, ...]:
-    """Every suffix a registered runtime writes (artifacts and companions)."""
-    return tuple(s for m in BACKENDS.values() for s in (*m.suffixes, *m.companion_suffixes))
-
-
 def open_runner(path: str | Path, threads: int | None = None, **options) -> Runner:
     """A (not yet activated) runner for an artifact file, chosen by its format; use it as ``with runner:``.
     ``options`` go to the runner (e.g. ``precision_hint="bf16"`` for OpenVINO)."""
@@ -71,5 +66,5 @@ def open_runner(path: str | Path, threads: int | None = None, **options) -> Runn
 
 
 __all__ = ["BACKENDS", "BackendManager", "Int8Plan", "OnnxRuntimeRunner", "Runner", "TorchRunner",
-           "artifact_suffixes", "backend_for", "find_backend", "get_backend", "open_runner", "output_backend",
+           "backend_for", "find_backend", "get_backend", "open_runner", "output_backend",
            "register_backend", "unavailable_reason", "unregister_backend"]

@@ -2,10 +2,11 @@
 exact sums) and ``int16-pairs`` (AVX2 / AVX-512BW without VNNI: ``vpmaddubsw`` adds u8 x s8 products in pairs into
 int16 with saturation, then widens). It lets any host show what the other kind of CPU computes (tests, docs).
 
-Supported: QuantizeLinear, DequantizeLinear, Conv and Gemm/MatMul whose data input and constant weight come through
-DequantizeLinear (computed in integers), Relu, Add, Mul, Sigmoid, GlobalAveragePool, Flatten, Reshape, Identity;
-anything else raises. Pairs are adjacent input channels at one kernel tap (the NHWC packing of the CPU kernels);
-for a conclusion that holds for any packing, give every output channel's weights one magnitude."""
+Supported: QuantizeLinear, DequantizeLinear, Conv (group 1) and Gemm/MatMul whose data input and constant weight
+come through DequantizeLinear (computed in integers), Relu, Add, Mul, Sigmoid, GlobalAveragePool, Flatten, Reshape,
+Identity; a graph with anything else is refused (UnsupportedGraphError) rather than emulated approximately. Pairs
+are adjacent input channels at one kernel tap (the NHWC packing of the CPU kernels); for a conclusion that holds for
+any packing, give every output channel's weights one magnitude."""
 from __future__ import annotations
 
 from typing import Callable
@@ -17,6 +18,11 @@ from onnx import numpy_helper
 from sa_deploy.util.int8_kernels import INT16_PAIRS, INT32
 
 ACCUMULATIONS = (INT32, INT16_PAIRS)
+ELEMENTWISE = ("Relu", "Add", "Mul", "Sigmoid", "GlobalAveragePool", "Flatten", "Reshape", "Identity")
+
+
+class UnsupportedGraphError(ValueError):
+    """The graph holds a node outside the op set this emulator computes exactly (the module docstring)."""
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -69,7 +75,7 @@ def int8_conv(xq: np.ndarray, x_zp: np.ndarray, wq: np.ndarray, attrs: dict, acc
     """Integer Conv (NCHW u8/s8 input, OIHW int8 weights, group 1) -> int64 accumulators (N, O, OH, OW) with the
     activation zero point already taken out (sum((a - za) * w) = sum(a * w) - za * sum(w))."""
     if attrs.get("group", 1) != 1:
-        raise NotImplementedError("grouped int8 Conv is not emulated")
+        raise UnsupportedGraphError("grouped int8 Conv: the emulator computes group 1 only")
     a, za = _unsigned(xq, x_zp)
     kh, kw = wq.shape[2:]
     sh, sw = attrs.get("strides", [1, 1])
@@ -127,7 +133,7 @@ class QdqEmulator:
     def _conv(self, node, ins):
         found = self._int8_inputs(node)
         if found is None:
-            raise NotImplementedError(f"{node.name}: only int8 Q/DQ Conv is emulated")
+            raise UnsupportedGraphError(f"{node.name}: a Conv without int8 Q/DQ inputs (float Conv is not emulated)")
         act, wdq, wq = found
         xq = self._env_q(act)
         x_scale, x_zp = self.consts[act.input[1]], self.consts[act.input[2]]
@@ -175,4 +181,5 @@ def _elementwise(node: onnx.NodeProto, ins: list) -> np.ndarray:
         return ins[0].reshape([d if d else ins[0].shape[i] for i, d in enumerate(ins[1].tolist())])
     if op == "Identity":
         return ins[0]
-    raise NotImplementedError(f"op {op} is not emulated")
+    raise UnsupportedGraphError(f"op {op}: not one of the emulated ops ({', '.join(ELEMENTWISE)}, Q/DQ, int8 Conv, "
+                                "Gemm, MatMul)")

@@ -110,8 +110,3 @@ def onednn_int8_path(runtime: str, primitive_types: list[str]) -> Int8Path | Non
 def emulated_path(runtime: str = "onnxruntime") -> Int8Path:
     """Q/DQ run in float (``session.disable_quant_qdq``): int32-accumulation semantics, on any CPU."""
     return Int8Path(runtime, EMULATED, "Q/DQ in float (fusion off)", "session.disable_quant_qdq=1")
-
-
-def machine_int8_summary() -> dict[str, object]:
-    """This machine's onnxruntime int8 path, for every report and benchmark header."""
-    return cpu_int8_path().to_dict()
