@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_mlpackage
 
 from sa_deploy.cli import main
 from sa_deploy.models import create_model
@@ -170,28 +171,10 @@ def test_convert_out_folder(exported, tmp_path, capsys):
 
 # (3) inspect reads every format sa-deploy writes; bench says what it does with them
 
-def _tiny_mlpackage(path: Path) -> Path:
-    ct = pytest.importorskip("coremltools")
-    from coremltools.converters.mil import Builder as mb
-
-    from sa_deploy.models.preprocessing import CIFAR10_32
-
-    w = np.random.RandomState(0).randn(10, 3 * 32 * 32).astype(np.float32)
-
-    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 3, 32, 32))], opset_version=ct.target.iOS16)
-    def prog(input):
-        return mb.linear(x=mb.reshape(x=input, shape=[1, 3 * 32 * 32]), weight=w, name="logits")
-
-    mlmodel = ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
-                         compute_precision=ct.precision.FLOAT32)
-    mlmodel.user_defined_metadata.update({"sa_deploy.model": "sa_resnet_cifar", "sa_deploy.precision": "fp32",
-                                          "sa_deploy.preprocess": CIFAR10_32.to_json()})
-    mlmodel.save(str(path))
-    return path
-
-
 def test_inspect_and_bench_an_mlpackage(tmp_path, capsys):
-    pkg = _tiny_mlpackage(tmp_path / "m.mlpackage")
+    pkg = tiny_mlpackage(tmp_path / "m.mlpackage", {"sa_deploy.precision": "fp32"})
+    if pkg is None:
+        pytest.skip("coremltools not installed")
     capsys.readouterr()
     assert main(["inspect", str(pkg)]) == 0
     out = capsys.readouterr().out

@@ -14,14 +14,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import randomize, torch_logits
+from helpers import random_sa, randomize, sa_cases, torch_logits
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from torch import nn
 
 from sa_deploy.cli import main
 from sa_deploy.errors import OutputPathError, SADeployError
-from sa_deploy.models import SALayer, create_model
+from sa_deploy.models import create_model
 from sa_deploy.models.sa_layer import shuffle_permutation
 from sa_deploy.rewrite import SAGate, gate_from_sa, lower_model
 from sa_deploy.rewrite.explicit_norm import SAGateExplicitNorm, explicit_norm_gates
@@ -31,30 +30,11 @@ RUN_ARGS = ["run", "--model", "sa_mobilenetv2_cifar", "--data", "embedded", "--v
 
 
 # --- the XNNPACK form of the SA gate (no executorch needed) --------------------------------------------------------
-@st.composite
-def gate_cases(draw):
-    groups, k = draw(st.integers(1, 16)), draw(st.integers(1, 6))
-    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
-    if h * w < 4:  # as in test_lowering: GroupNorm over 1-2 values is undefined / ill-conditioned
-        w = -(-4 // h)
-    return dict(groups=groups, channel=2 * groups * k, batch=draw(st.integers(1, 4)), h=h, w=w,
-                seed=draw(st.integers(0, 2**31 - 1)))
-
-
-def _random_sa(channel: int, groups: int, seed: int) -> SALayer:
-    sa = SALayer(channel, groups)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in sa.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 2)
-    return sa.eval()
-
-
 @settings(max_examples=150, deadline=None, derandomize=True)
-@given(gate_cases())
+@given(sa_cases())
 def test_explicit_norm_gate_equals_reference(case):
     """mean / subtract / multiply / rsqrt == InstanceNorm gate == the SA layer, before and after a fold."""
-    sa = _random_sa(case["channel"], case["groups"], case["seed"])
+    sa = random_sa(case["channel"], case["groups"], case["seed"])
     x = torch.randn(case["batch"], case["channel"], case["h"], case["w"],
                     generator=torch.Generator().manual_seed(case["seed"] + 1))
     gate = gate_from_sa(sa)
@@ -172,7 +152,7 @@ def test_instance_norm_gate_splits_the_xnnpack_graph(et):
     from sa_deploy.backends.executorch.export import lower_to_xnnpack
     from sa_deploy.backends.executorch.inspect import program_summary
 
-    gate = gate_from_sa(_random_sa(16, 2, 0))
+    gate = gate_from_sa(random_sa(16, 2, 0))
     example = torch.randn(1, 8, 8, 8)
     summaries = {}
     for form, g in (("instance-norm", gate), ("explicit-norm", SAGateExplicitNorm.from_gate(gate))):

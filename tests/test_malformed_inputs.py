@@ -29,6 +29,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from helpers import tiny_mlpackage
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
@@ -65,7 +66,7 @@ class Workspace:
             (self.data / split / "a").mkdir(parents=True)
             for i in range(2):
                 Image.fromarray(self.images[i]).save(self.data / split / "a" / f"{i}.png")
-        self.mlpackage = _tiny_mlpackage(shared / "tiny.mlpackage")
+        self.mlpackage = tiny_mlpackage(shared / "tiny.mlpackage")
         self.ir = _ir(self.onnx, shared / "good.xml")
         (root / "cwd").mkdir()
 
@@ -76,27 +77,6 @@ class Workspace:
         (d / "out" / "keep.txt").write_text("the user's file")
         (d / "out" / "user_dir" / "notes.txt").write_text("the user's folder")
         return d
-
-
-def _tiny_mlpackage(path: Path) -> Path | None:
-    """A two-op ML program (reshape + linear, weights in weight.bin) with sa-deploy metadata, or None."""
-    try:
-        import coremltools as ct
-        from coremltools.converters.mil import Builder as mb
-    except ImportError:
-        return None
-    w = np.random.RandomState(0).randn(10, 3 * 32 * 32).astype(np.float32)
-
-    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 3, 32, 32))], opset_version=ct.target.iOS16)
-    def prog(input):
-        return mb.linear(x=mb.reshape(x=input, shape=[1, 3 * 32 * 32]), weight=w, name="logits")
-
-    mlmodel = ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
-                         compute_precision=ct.precision.FLOAT32)
-    mlmodel.user_defined_metadata.update({"sa_deploy.model": "sa_resnet_cifar",
-                                          "sa_deploy.preprocess": CIFAR10_32.to_json()})
-    mlmodel.save(str(path))
-    return path
 
 
 def _ir(onnx_path: Path, xml: Path) -> Path | None:
